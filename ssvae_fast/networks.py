@@ -1,0 +1,101 @@
+"""The three MLPs of M2: classifier q(y|x), encoder q(z|x,y) and decoder p(x|y,z).
+
+Each network's `forward` is the plain textbook formulation (the encoder's and the decoder's first layer
+act on a concatenation with the class vector y), which the reference objective uses. The fused backends
+read the same parameters and split the first layer's weight into its input and class columns
+(`Linear([v, onehot(c)]) = W_v v + W_y[:, c] + b`), so one set of parameters serves every backend.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .functional import activation_fn
+
+
+def _check_hidden(hidden: Sequence[int], name: str, allow_empty: bool) -> tuple[int, ...]:
+    hidden = tuple(int(h) for h in hidden)
+    if not allow_empty and len(hidden) == 0:
+        raise ValueError(f"{name} needs at least one hidden layer (got hidden=())")
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"{name} hidden sizes must be positive, got {hidden}")
+    return hidden
+
+
+class _MLPBody(nn.Module):
+    """`input` layer, then `hidden_layers`, each followed by the activation."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], activation: str):
+        super().__init__()
+        self.activation = activation
+        self._act = activation_fn(activation)
+        self.input = nn.Linear(in_dim, hidden[0])
+        self.hidden_layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(hidden[:-1], hidden[1:])
+        )
+
+    def run_hidden_layers(self, h: torch.Tensor) -> torch.Tensor:
+        """Apply every layer after the first (h is already activated)."""
+        for layer in self.hidden_layers:
+            h = self._act(layer(h))
+        return h
+
+
+class Classifier(nn.Module):
+    """q(y|x): x (B, x_dim) -> logits_y (B, n_classes). `hidden` may be empty (a linear classifier)."""
+
+    def __init__(self, x_dim: int, n_classes: int, hidden: Sequence[int], activation: str):
+        super().__init__()
+        hidden = _check_hidden(hidden, "classifier", allow_empty=True)
+        dims = (x_dim, *hidden)
+        self.activation = activation
+        self._act = activation_fn(activation)
+        self.hidden_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.output = nn.Linear(dims[-1], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for layer in self.hidden_layers:
+            h = self._act(layer(h))
+        return self.output(h)
+
+
+class Encoder(_MLPBody):
+    """q(z|x,y) = N(mu, diag(exp(logvar))).
+
+    forward(x (B, x_dim), y (B, n_classes) float one-hot or relaxed) -> (mu, logvar), each (B, z_dim).
+    `input` acts on [x, y] (weight columns: x_dim of x, then n_classes of y); `head` outputs
+    [mu, logvar] (2 * z_dim).
+    """
+
+    def __init__(self, x_dim: int, n_classes: int, z_dim: int, hidden: Sequence[int], activation: str):
+        hidden = _check_hidden(hidden, "encoder", allow_empty=False)
+        super().__init__(x_dim + n_classes, hidden, activation)
+        self.x_dim, self.n_classes, self.z_dim = x_dim, n_classes, z_dim
+        self.head = nn.Linear(hidden[-1], 2 * z_dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self._act(self.input(torch.cat([x, y.to(x.dtype)], dim=-1)))
+        out = self.head(self.run_hidden_layers(h))
+        return out[..., : self.z_dim], out[..., self.z_dim :]
+
+
+class Decoder(_MLPBody):
+    """p(x|y,z) = Bernoulli(sigmoid(logits_x)).
+
+    forward(z (B, z_dim), y (B, n_classes)) -> logits_x (B, x_dim). `input` acts on [z, y]
+    (weight columns: z_dim of z, then n_classes of y); `output` is the last linear layer.
+    """
+
+    def __init__(self, x_dim: int, n_classes: int, z_dim: int, hidden: Sequence[int], activation: str):
+        hidden = _check_hidden(hidden, "decoder", allow_empty=False)
+        super().__init__(z_dim + n_classes, hidden, activation)
+        self.x_dim, self.n_classes, self.z_dim = x_dim, n_classes, z_dim
+        self.output = nn.Linear(hidden[-1], x_dim)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self._act(self.input(torch.cat([z, y.to(z.dtype)], dim=-1)))
+        return self.output(self.run_hidden_layers(h))

@@ -1,0 +1,40 @@
+"""Class-conditional first layer: act(a + W_y[:, c]) without repeated inputs or one-hot vectors.
+
+`Linear([v, onehot(c)]) = W_v v + b + W_y[:, c]`: the input part `a = W_v v + b` is computed once per
+row by the caller (once per *example* for the encoder, whose v = x is shared by the C classes) and the
+class part is a bias column picked from W_y. This file holds the plain-torch op; the fused backends
+provide the same signature.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..functional import activation_fn
+
+
+def check_class_conditional_inputs(a: torch.Tensor, w_y: torch.Tensor, classes: Optional[torch.Tensor]):
+    if a.dim() != 2:
+        raise ValueError(f"a must be (N, H), got shape {tuple(a.shape)}")
+    if w_y.dim() != 2 or w_y.shape[0] != a.shape[1]:
+        raise ValueError(f"w_y must be (H, C) with H = {a.shape[1]}, got shape {tuple(w_y.shape)}")
+    if classes is not None and (classes.dim() != 1 or classes.shape[0] != a.shape[0]):
+        raise ValueError(f"classes must be (N,) with N = {a.shape[0]}, got shape {tuple(classes.shape)}")
+
+
+def class_conditional_activation_torch(
+    a: torch.Tensor, w_y: torch.Tensor, classes: Optional[torch.Tensor], activation: str
+) -> torch.Tensor:
+    """Hidden activations of a first layer acting on [v, onehot(class)].
+
+    a: (N, H) = W_v v + b (bias included); w_y: (H, C) class columns of the layer's weight.
+    classes None: every class for every row -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]).
+    classes (N,) int64: one class per row -> (N, H), out[n] = act(a[n] + w_y[:, classes[n]]).
+    """
+    check_class_conditional_inputs(a, w_y, classes)
+    act = activation_fn(activation)
+    if classes is None:
+        return act(a.unsqueeze(1) + w_y.t().unsqueeze(0))
+    return act(a + w_y.t().index_select(0, classes))  # index_select: deterministic backward on CPU

@@ -1,0 +1,535 @@
+"""The `triton` backend's four ops: launchers (check, allocate, launch) and `torch.library.custom_op`s.
+
+Each op has the signature and semantics of its plain-torch face in this package
+(`class_conditional_activation_torch`, `gaussian_reparam_kl_torch`, `bernoulli_loglik_linear_torch`,
+`elbo_reduction_torch`); the kernels are in `ssvae_fast/triton/<op>.py`. Every forward kernel is a custom
+op `ssvae_fast::<op>_triton` with a fake (meta) implementation and an autograd formula that calls a
+second custom op `ssvae_fast::<op>_triton_backward`, so `torch.compile` traces through them without
+graph breaks and CUDA graphs capture them (no host synchronization in any launcher; autotuning of the
+Bernoulli kernels happens on the first call for a shape, so warm up before capturing).
+
+Devices and dtypes: CUDA tensors (CPU tensors only under TRITON_INTERPRET=1); float16, bfloat16, float32,
+float64, one dtype for all float inputs of an op; class indices int64. Every reduction accumulates in
+fp32 (fp64 for fp64 inputs). Outputs have the input dtype. No float atomics: results are bitwise
+reproducible run to run on the same device. Gradients flow to every float input; second derivatives
+are not implemented. Empty inputs (N = 0 rows) return empty outputs and zero gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Optional, Tuple
+
+import torch
+import triton
+from torch import Tensor
+
+from .. import triton as _settings
+from ..triton import bernoulli_loglik_linear as _bll
+from ..triton import class_conditional as _cc
+from ..triton import elbo as _elbo
+from ..triton import gaussian as _gauss
+from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
+from .class_conditional import check_class_conditional_inputs
+from .elbo import check_elbo_inputs
+from .gaussian import check_gaussian_inputs
+
+__all__ = [
+    "class_conditional_activation_triton",
+    "gaussian_reparam_kl_triton",
+    "bernoulli_loglik_linear_triton",
+    "elbo_reduction_triton",
+]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checks shared by the launchers.
+# ------------------------------------------------------------------------------------------------------
+def _check_tensors(op: str, floats: dict, ints: dict = None) -> None:
+    """One device (CUDA, or CPU under the interpreter) and one float dtype for `floats`, int64 `ints`;
+    ValueError/TypeError with the offending names otherwise. None entries are skipped."""
+    floats = {k: v for k, v in floats.items() if v is not None}
+    ints = {k: v for k, v in (ints or {}).items() if v is not None}
+    everything = {**floats, **ints}
+    devices = {t.device for t in everything.values()}
+    if len(devices) != 1:
+        listed = ", ".join(f"{k} on {t.device}" for k, t in everything.items())
+        raise ValueError(f"{op}: all tensors must be on one device, got {listed}")
+    device = devices.pop()
+    if device.type != "cuda" and not (device.type == "cpu" and _settings.interpreting()):
+        raise ValueError(
+            f"{op}: the triton backend runs on CUDA tensors (CPU tensors only under TRITON_INTERPRET=1), "
+            f"got tensors on {device}"
+        )
+    dtypes = {t.dtype for t in floats.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _FLOAT_DTYPES:
+        listed = ", ".join(f"{k} {t.dtype}" for k, t in floats.items())
+        raise TypeError(f"{op}: float inputs must share one dtype among {_FLOAT_DTYPES}, got {listed}")
+    for name, t in ints.items():
+        if t.dtype != torch.int64:
+            raise TypeError(f"{op}: {name} must be int64 class indices, got {t.dtype}")
+
+
+def _is_fp64(t: Tensor) -> bool:
+    return t.dtype == torch.float64
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _fp32_pair(value: float) -> Tuple[float, float]:
+    """(hi, lo) with hi = fp32(value) and lo = fp32(value - hi): value to ~2**-48 relative in fp64 kernels."""
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    return hi, struct.unpack("f", struct.pack("f", value - hi))[0]
+
+
+def _device_guard(t: Tensor):
+    """Launch on t's GPU (Triton launches on the current device's current stream)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else _NullContext()
+
+
+class _NullContext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ======================================================================================================
+# 1. Class-conditional first layer: act(a + w_y[:, c]).
+# ======================================================================================================
+@torch.library.custom_op("ssvae_fast::class_conditional_activation_triton", mutates_args=())
+def _class_conditional_op(a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str) -> Tensor:
+    N, H = a.shape
+    C = w_y.shape[1]
+    broadcast = classes is None
+    out = a.new_empty((N, C, H) if broadcast else (N, H))
+    if out.numel() == 0:
+        return out
+    block_n, block_h = _cc.block_sizes(N, H)
+    grid = (triton.cdiv(N, block_n), triton.cdiv(H, block_h))
+    with _device_guard(a):
+        _cc._class_conditional_fwd_kernel[grid](
+            a, w_y, a if broadcast else classes, out,
+            N, H, C,
+            a.stride(0), a.stride(1), w_y.stride(0), w_y.stride(1), 0 if broadcast else classes.stride(0),
+            BROADCAST=broadcast, ACTIVATION=_cc.ACTIVATIONS[activation], IS_FP64=_is_fp64(a),
+            BLOCK_N=block_n, BLOCK_H=block_h,
+        )
+    return out
+
+
+@_class_conditional_op.register_fake
+def _(a, w_y, classes, activation):
+    N, H = a.shape
+    return a.new_empty((N, w_y.shape[1], H) if classes is None else (N, H))
+
+
+@torch.library.custom_op("ssvae_fast::class_conditional_activation_triton_backward", mutates_args=())
+def _class_conditional_backward_op(
+    grad: Tensor, a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str
+) -> Tuple[Tensor, Tensor]:
+    """(da (N, H), dw_y (H, C)), both contiguous."""
+    N, H = a.shape
+    C = w_y.shape[1]
+    broadcast = classes is None
+    da = torch.empty_like(a, memory_format=torch.contiguous_format)
+    block_n, block_h = _cc.block_sizes(N, H)
+    n_blocks = triton.cdiv(N, block_n)
+    dw_part = a.new_empty((n_blocks, C, H), dtype=_compute_dtype(a))
+    if N > 0 and H > 0:
+        if broadcast:
+            stride_gn, stride_gc, stride_gh = grad.stride()
+        else:
+            (stride_gn, stride_gh), stride_gc = grad.stride(), 0
+        with _device_guard(a):
+            _cc._class_conditional_bwd_kernel[(n_blocks, triton.cdiv(H, block_h))](
+                grad, a, w_y, a if broadcast else classes, da, dw_part,
+                N, H, C,
+                stride_gn, stride_gc, stride_gh, a.stride(0), a.stride(1), w_y.stride(0), w_y.stride(1),
+                0 if broadcast else classes.stride(0),
+                BROADCAST=broadcast, ACTIVATION=_cc.ACTIVATIONS[activation], IS_FP64=_is_fp64(a),
+                BLOCK_N=block_n, BLOCK_H=block_h,
+            )
+    # Second pass of the dw_y reduction: a fixed-order sum over row blocks (zeros when N == 0).
+    dw_y = dw_part.sum(0).t().contiguous().to(a.dtype)
+    return da, dw_y
+
+
+@_class_conditional_backward_op.register_fake
+def _(grad, a, w_y, classes, activation):
+    return torch.empty_like(a, memory_format=torch.contiguous_format), a.new_empty((w_y.shape[0], w_y.shape[1]))
+
+
+def _class_conditional_setup_context(ctx, inputs, output) -> None:
+    a, w_y, classes, activation = inputs
+    ctx.save_for_backward(a, w_y, classes)
+    ctx.activation = activation
+
+
+def _class_conditional_backward(ctx, grad):
+    a, w_y, classes = ctx.saved_tensors
+    da, dw_y = _class_conditional_backward_op(grad, a, w_y, classes, ctx.activation)
+    return (
+        da if ctx.needs_input_grad[0] else None,
+        dw_y if ctx.needs_input_grad[1] else None,
+        None,
+        None,
+    )
+
+
+_class_conditional_op.register_autograd(_class_conditional_backward, setup_context=_class_conditional_setup_context)
+
+
+def class_conditional_activation_triton(
+    a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str
+) -> Tensor:
+    """Hidden activations of a first layer acting on [v, onehot(class)], by the Triton kernels.
+
+    a: (N, H) = W_v v + b; w_y: (H, C) class columns (any strides: a column slice of the weight is read in
+    place). classes None -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]); classes (N,) int64 -> (N, H),
+    out[n] = act(a[n] + w_y[:, classes[n]]). activation: "softplus" or "relu". Computes in fp32 (fp64 for
+    fp64 inputs); differentiable in a and w_y (dw_y reduced without atomics: deterministic).
+    """
+    check_class_conditional_inputs(a, w_y, classes)
+    if activation not in _cc.ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {tuple(_cc.ACTIVATIONS)}")
+    _check_tensors("class_conditional_activation_triton", {"a": a, "w_y": w_y}, {"classes": classes})
+    return _class_conditional_op(a, w_y, classes, activation)
+
+
+# ======================================================================================================
+# 2. Gaussian head epilogue: [mu, logvar], eps -> z, kl.
+# ======================================================================================================
+@torch.library.custom_op("ssvae_fast::gaussian_reparam_kl_triton", mutates_args=())
+def _gaussian_op(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
+    R, Z = eps.shape
+    z = head.new_empty((R, Z))
+    kl = head.new_empty((R,))
+    if R == 0:
+        return z, kl
+    if Z == 0:
+        return z, kl.zero_()
+    block_r, block_z = _gauss.block_sizes(Z)
+    with _device_guard(head):
+        _gauss._gaussian_reparam_kl_fwd_kernel[(triton.cdiv(R, block_r),)](
+            head, eps, z, kl, R, Z,
+            head.stride(0), head.stride(1), eps.stride(0), eps.stride(1),
+            IS_FP64=_is_fp64(head), BLOCK_R=block_r, BLOCK_Z=block_z,
+        )
+    return z, kl
+
+
+@_gaussian_op.register_fake
+def _(head, eps):
+    return head.new_empty(eps.shape), head.new_empty((eps.shape[0],))
+
+
+@torch.library.custom_op("ssvae_fast::gaussian_reparam_kl_triton_backward", mutates_args=())
+def _gaussian_backward_op(head: Tensor, eps: Tensor, grad_z: Tensor, grad_kl: Tensor) -> Tuple[Tensor, Tensor]:
+    """(d head (R, 2Z), d eps (R, Z)), contiguous."""
+    R, Z = eps.shape
+    dhead = head.new_empty((R, 2 * Z))
+    deps = head.new_empty((R, Z))
+    if R == 0 or Z == 0:
+        return dhead, deps
+    block_r, block_z = _gauss.block_sizes(Z)
+    with _device_guard(head):
+        _gauss._gaussian_reparam_kl_bwd_kernel[(triton.cdiv(R, block_r),)](
+            head, eps, grad_z, grad_kl, dhead, deps, R, Z,
+            head.stride(0), head.stride(1), eps.stride(0), eps.stride(1),
+            grad_z.stride(0), grad_z.stride(1), grad_kl.stride(0),
+            IS_FP64=_is_fp64(head), BLOCK_R=block_r, BLOCK_Z=block_z,
+        )
+    return dhead, deps
+
+
+@_gaussian_backward_op.register_fake
+def _(head, eps, grad_z, grad_kl):
+    return head.new_empty((eps.shape[0], 2 * eps.shape[1])), head.new_empty(eps.shape)
+
+
+def _gaussian_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _gaussian_backward(ctx, grad_z, grad_kl):
+    head, eps = ctx.saved_tensors
+    dhead, deps = _gaussian_backward_op(head, eps, grad_z, grad_kl)
+    return (dhead if ctx.needs_input_grad[0] else None, deps if ctx.needs_input_grad[1] else None)
+
+
+_gaussian_op.register_autograd(_gaussian_backward, setup_context=_gaussian_setup_context)
+
+
+def gaussian_reparam_kl_triton(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
+    """head: (R, 2Z) = [mu, logvar]; eps: (R, Z) -> z = mu + exp(logvar / 2) * eps (R, Z) and
+    kl = 0.5 * sum_k (mu^2 + exp(logvar) - 1 - logvar) (R,), by one Triton kernel (and one for the
+    backward, to head and eps). KL accumulates in fp32 (fp64 for fp64 inputs). Any strides."""
+    check_gaussian_inputs(head, eps)
+    _check_tensors("gaussian_reparam_kl_triton", {"head": head, "eps": eps})
+    return _gaussian_op(head, eps)
+
+
+# ======================================================================================================
+# 3. Decoder output layer + Bernoulli log-likelihood.
+# ======================================================================================================
+def _as_rows(h: Tensor) -> Tensor:
+    """(N, C, H) -> (N*C, H), a view when the strides allow it (the kernels take any row/column strides)."""
+    return h.reshape(h.shape[0] * h.shape[1], h.shape[2])
+
+
+@torch.library.custom_op("ssvae_fast::bernoulli_loglik_linear_triton", mutates_args=())
+def _bernoulli_op(
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, store_s: bool
+) -> Tuple[Tensor, Tensor]:
+    """(ll (N, C), s (N*C, D) = x - sigmoid(l) when store_s, else an empty tensor)."""
+    N, C, H = h.shape
+    D = weight.shape[0]
+    M = N * C
+    s = h.new_empty((M, D) if store_s else (0,))
+    n_slots = triton.cdiv(D, _bll.BLOCK_D)
+    ll_part = h.new_empty((n_slots, M), dtype=_compute_dtype(h))
+    if M > 0 and D > 0:
+        h_rows = _as_rows(h)
+        precision = "ieee" if h.dtype == torch.float64 else _settings.get_input_precision()
+        grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(D, meta["BLOCK_D"]))  # noqa: E731
+        with _device_guard(h):
+            _bll._bernoulli_loglik_linear_fwd_kernel[grid](
+                h_rows, weight, weight if bias is None else bias, x, s if store_s else ll_part, ll_part,
+                M, D, H, C,
+                h_rows.stride(0), h_rows.stride(1), weight.stride(0), weight.stride(1),
+                0 if bias is None else bias.stride(0), x.stride(0), x.stride(1), D,
+                HAS_BIAS=bias is not None, STORE_S=store_s, IS_FP64=_is_fp64(h), INPUT_PRECISION=precision,
+                BLOCK_D=_bll.BLOCK_D,
+            )
+    # Second pass of the row sums over D tiles: fixed order, deterministic (0 when D == 0).
+    ll = ll_part.sum(0).view(N, C).to(h.dtype)
+    return ll, s
+
+
+@_bernoulli_op.register_fake
+def _(h, weight, bias, x, store_s):
+    N, C, _ = h.shape
+    return h.new_empty((N, C)), h.new_empty((N * C, weight.shape[0]) if store_s else (0,))
+
+
+@torch.library.custom_op("ssvae_fast::bernoulli_loglik_linear_triton_backward", mutates_args=())
+def _bernoulli_backward_op(
+    grad_ll: Tensor, h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Tensor, recompute: bool
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dh (N, C, H), dW (D, H), db (D,) or empty without bias, dx (N, D)); see the VJP in
+    ssvae_fast/triton/bernoulli_loglik_linear.py. recompute: s is empty and the kernel recomputes l."""
+    N, C, H = h.shape
+    D = weight.shape[0]
+    M = N * C
+    h_rows = _as_rows(h)
+    g = grad_ll.reshape(M)
+    if recompute:
+        # dl = g * (x - sigmoid(l)), recomputed tile by tile; then plain GEMMs.
+        dl = h.new_empty((M, D))
+        if M > 0 and D > 0:
+            precision = "ieee" if h.dtype == torch.float64 else _settings.get_input_precision()
+            grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(D, meta["BLOCK_D"]))  # noqa: E731
+            with _device_guard(h):
+                _bll._bernoulli_loglik_linear_bwd_kernel[grid](
+                    h_rows, weight, weight if bias is None else bias, x, g, dl,
+                    M, D, H, C,
+                    h_rows.stride(0), h_rows.stride(1), weight.stride(0), weight.stride(1),
+                    0 if bias is None else bias.stride(0), x.stride(0), x.stride(1), g.stride(0), D,
+                    HAS_BIAS=bias is not None, IS_FP64=_is_fp64(h), INPUT_PRECISION=precision,
+                    BLOCK_D=_bll.BLOCK_D,
+                )
+        dh = dl @ weight
+        dweight = dl.t() @ h_rows
+        dbias = dl.sum(0) if bias is not None else h.new_empty((0,))
+    else:
+        # s = x - sigmoid(l) from the forward; the row factor g goes through the (M, H) side.
+        dh = (s @ weight) * g[:, None]
+        g_h = h_rows * g[:, None]
+        dweight = s.t() @ g_h
+        dbias = s.t() @ g if bias is not None else h.new_empty((0,))
+    # dx[n] = sum_c g[n, c] * l[n, c] = W (sum_c g[n, c] h[n, c]) + b * sum_c g[n, c]
+    g_nc = g.view(N, C)
+    dx = torch.bmm(g_nc.unsqueeze(1), h).squeeze(1) @ weight.t()
+    if bias is not None:
+        dx = dx + g_nc.sum(1)[:, None] * bias
+    return dh.view(N, C, H), dweight, dbias, dx
+
+
+@_bernoulli_backward_op.register_fake
+def _(grad_ll, h, weight, bias, x, s, recompute):
+    N, C, H = h.shape
+    return (
+        h.new_empty((N, C, H)),
+        weight.new_empty(weight.shape),
+        h.new_empty((weight.shape[0],) if bias is not None else (0,)),
+        x.new_empty(x.shape),
+    )
+
+
+def _bernoulli_setup_context(ctx, inputs, output) -> None:
+    h, weight, bias, x, store_s = inputs
+    _, s = output
+    ctx.save_for_backward(h, weight, bias, x, s)
+    ctx.recompute = not store_s
+    ctx.mark_non_differentiable(s)
+    ctx.set_materialize_grads(False)
+
+
+def _bernoulli_backward(ctx, grad_ll, grad_s):
+    if grad_ll is None:
+        return None, None, None, None, None
+    h, weight, bias, x, s = ctx.saved_tensors
+    dh, dweight, dbias, dx = _bernoulli_backward_op(grad_ll, h, weight, bias, x, s, ctx.recompute)
+    needs = ctx.needs_input_grad
+    return (
+        dh if needs[0] else None,
+        dweight if needs[1] else None,
+        dbias if bias is not None and needs[2] else None,
+        dx if needs[3] else None,
+        None,
+    )
+
+
+_bernoulli_op.register_autograd(_bernoulli_backward, setup_context=_bernoulli_setup_context)
+
+
+def bernoulli_loglik_linear_triton(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor) -> Tensor:
+    """ll[n, c] = sum_d x[n, d] l[n, c, d] - softplus(l[n, c, d]) with l = W h[n, c] + b, the logits never
+    written to memory.
+
+    h: (N, C, H); weight: (D, H); bias: (D,) or None; x: (N, D), shared by the C rows of example n.
+    Returns (N, C) in h's dtype. Accumulates in fp32 (fp64 for fp64 inputs); fp32 products use the
+    `input_precision` setting (TF32 by default on a GPU; `ssvae_fast.triton.set_input_precision`).
+    Differentiable in h, weight, bias and x; deterministic (no atomics). When a gradient is needed the
+    forward keeps s = x - sigmoid(l), (N*C, D), for the backward unless
+    `ssvae_fast.triton.set_bernoulli_recompute(True)` (then the backward recomputes the logits).
+    """
+    check_bernoulli_linear_inputs(h, weight, bias, x)
+    _check_tensors("bernoulli_loglik_linear_triton", {"h": h, "weight": weight, "bias": bias, "x": x})
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (h, weight, bias, x)
+    )
+    store_s = needs_grad and not _settings.get_bernoulli_recompute()
+    ll, _ = _bernoulli_op(h, weight, bias, x, store_s)
+    return ll
+
+
+# ======================================================================================================
+# 4. ELBO reduction.
+# ======================================================================================================
+@torch.library.custom_op("ssvae_fast::elbo_reduction_triton", mutates_args=())
+def _elbo_op(
+    logits_y: Tensor, y_l: Tensor, ll_l: Tensor, kl_l: Tensor, ll_u: Tensor, kl_u: Tensor, alpha: float
+) -> Tensor:
+    n, C = logits_y.shape
+    n_l = y_l.shape[0]
+    loss = logits_y.new_empty((n,))
+    if n == 0:
+        return loss
+    block_rows, block_c = _elbo.block_sizes(C)
+    alpha_hi, alpha_lo = _fp32_pair(alpha)
+    log_c_hi, log_c_lo = _fp32_pair(math.log(C))
+    with _device_guard(logits_y):
+        _elbo._elbo_reduction_fwd_kernel[(triton.cdiv(n, block_rows),)](
+            logits_y, y_l, ll_l, kl_l, ll_u, kl_u, loss,
+            n, n_l, C, alpha_hi, alpha_lo, log_c_hi, log_c_lo,
+            logits_y.stride(0), logits_y.stride(1), y_l.stride(0), ll_l.stride(0), kl_l.stride(0),
+            ll_u.stride(0), ll_u.stride(1), kl_u.stride(0), kl_u.stride(1),
+            IS_FP64=_is_fp64(logits_y), BLOCK_ROWS=block_rows, BLOCK_C=block_c,
+        )
+    return loss
+
+
+@_elbo_op.register_fake
+def _(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha):
+    return logits_y.new_empty((logits_y.shape[0],))
+
+
+@torch.library.custom_op("ssvae_fast::elbo_reduction_triton_backward", mutates_args=())
+def _elbo_backward_op(
+    grad: Tensor, logits_y: Tensor, y_l: Tensor, ll_u: Tensor, kl_u: Tensor, alpha: float
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(d logits_y, d ll_l, d kl_l, d ll_u, d kl_u), contiguous."""
+    n, C = logits_y.shape
+    n_l = y_l.shape[0]
+    dlogits = logits_y.new_empty((n, C))
+    dll_l = logits_y.new_empty((n_l,))
+    dkl_l = logits_y.new_empty((n_l,))
+    dll_u = logits_y.new_empty(ll_u.shape)
+    dkl_u = logits_y.new_empty(kl_u.shape)
+    if n == 0:
+        return dlogits, dll_l, dkl_l, dll_u, dkl_u
+    block_rows, block_c = _elbo.block_sizes(C)
+    alpha_hi, alpha_lo = _fp32_pair(alpha)
+    log_c_hi, log_c_lo = _fp32_pair(math.log(C))
+    with _device_guard(logits_y):
+        _elbo._elbo_reduction_bwd_kernel[(triton.cdiv(n, block_rows),)](
+            grad, logits_y, y_l, ll_u, kl_u, dlogits, dll_l, dkl_l, dll_u, dkl_u,
+            n, n_l, C, alpha_hi, alpha_lo, log_c_hi, log_c_lo,
+            grad.stride(0), logits_y.stride(0), logits_y.stride(1), y_l.stride(0),
+            ll_u.stride(0), ll_u.stride(1), kl_u.stride(0), kl_u.stride(1),
+            IS_FP64=_is_fp64(logits_y), BLOCK_ROWS=block_rows, BLOCK_C=block_c,
+        )
+    return dlogits, dll_l, dkl_l, dll_u, dkl_u
+
+
+@_elbo_backward_op.register_fake
+def _(grad, logits_y, y_l, ll_u, kl_u, alpha):
+    n_l = y_l.shape[0]
+    return (
+        logits_y.new_empty(logits_y.shape),
+        logits_y.new_empty((n_l,)),
+        logits_y.new_empty((n_l,)),
+        logits_y.new_empty(ll_u.shape),
+        logits_y.new_empty(kl_u.shape),
+    )
+
+
+def _elbo_setup_context(ctx, inputs, output) -> None:
+    logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha = inputs
+    ctx.save_for_backward(logits_y, y_l, ll_u, kl_u)
+    ctx.alpha = alpha
+
+
+def _elbo_backward(ctx, grad):
+    logits_y, y_l, ll_u, kl_u = ctx.saved_tensors
+    dlogits, dll_l, dkl_l, dll_u, dkl_u = _elbo_backward_op(grad, logits_y, y_l, ll_u, kl_u, ctx.alpha)
+    needs = ctx.needs_input_grad
+    return (
+        dlogits if needs[0] else None,
+        None,
+        dll_l if needs[2] else None,
+        dkl_l if needs[3] else None,
+        dll_u if needs[4] else None,
+        dkl_u if needs[5] else None,
+        None,
+    )
+
+
+_elbo_op.register_autograd(_elbo_backward, setup_context=_elbo_setup_context)
+
+
+def elbo_reduction_triton(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float) -> Tensor:
+    """Per-example M2 losses (n_l + n_u,), labelled first, by one Triton kernel (and one for the backward).
+
+    logits_y: (n_l + n_u, C), labelled rows first; y_l: (n_l,) int64 in [0, C) (not checked on device:
+    no host sync); ll_l, kl_l: (n_l,); ll_u, kl_u: (n_u, C); alpha: weight of -log q(y|x).
+    labelled: kl - ll + log C - alpha * log q(y|x); unlabelled: sum_c q_c (kl_c - ll_c + log C + log q_c).
+    Log-softmax in fp32 (fp64 for fp64 inputs). Differentiable in logits_y, ll_*, kl_*.
+    """
+    check_elbo_inputs(logits_y, y_l, ll_l, kl_l, ll_u, kl_u)
+    _check_tensors(
+        "elbo_reduction_triton",
+        {"logits_y": logits_y, "ll_l": ll_l, "kl_l": kl_l, "ll_u": ll_u, "kl_u": kl_u},
+        {"y_l": y_l},
+    )
+    if logits_y.shape[1] > _elbo.MAX_CLASSES:
+        raise ValueError(f"elbo_reduction_triton supports at most {_elbo.MAX_CLASSES} classes, got {logits_y.shape[1]}")
+    return _elbo_op(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, float(alpha))

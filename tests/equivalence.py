@@ -1,0 +1,83 @@
+"""Gradient equivalence of a backend against the reference (DESIGN.md section 4), shared by every
+backend's test file.
+
+For one model and one batch with explicit noise, `run` returns the per-example losses and the gradient
+of a randomly weighted sum of them with respect to every parameter and every input (x_l, x_u, eps_l,
+eps_u). `check_backend` compares a backend in `dtype` with the reference in float64, under the rule
+|fast - ref64| <= 2 |ref_dtype - ref64| + floor (max-abs per tensor), and float64 runs of the backend
+with a float64 floor alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tests.factories import cast_model, make_batch, make_model
+from tests.tolerance import assert_close_to_reference
+
+# (B, C) grid of DESIGN.md section 4 and the three batch compositions.
+SHAPES = [(1, 2), (7, 10), (33, 17), (1, 17), (7, 2), (33, 10)]
+MIXES = ["labelled", "unlabelled", "mixed"]
+
+
+def split_batch(B: int, mix: str) -> tuple[int, int]:
+    if mix == "labelled":
+        return B, 0
+    if mix == "unlabelled":
+        return 0, B
+    n_l = B // 2 if B > 1 else 1
+    return n_l, B - n_l if B > 1 else 1  # B = 1 mixed: one labelled and one unlabelled example
+
+
+def run(model, backend: str, batch, alpha: float = 1.3, weight_seed: int = 7) -> dict:
+    """Per-example losses and gradients of sum(w * losses) for every parameter and input."""
+    model = model
+    model.backend = backend
+    model.zero_grad(set_to_none=True)
+    inputs = {k: getattr(batch, k).detach().clone().requires_grad_(True) for k in ("x_l", "x_u", "eps_l", "eps_u")}
+    losses = model.loss(
+        inputs["x_l"], batch.y_l, inputs["x_u"], alpha=alpha, eps_l=inputs["eps_l"], eps_u=inputs["eps_u"],
+        reduction="none",
+    )
+    g = torch.Generator().manual_seed(weight_seed)
+    w = (0.5 + torch.rand(losses.shape[0], generator=g, dtype=torch.float64)).to(losses)
+    (losses * w).sum().backward()
+    out = {"losses": losses.detach()}
+    for name, p in model.named_parameters():
+        out[f"grad {name}"] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+    for name, t in inputs.items():
+        out[f"grad {name}"] = t.grad.detach().clone() if t.grad is not None else torch.zeros_like(t)
+    return out
+
+
+def check_backend(
+    backend: str,
+    B: int,
+    C: int,
+    mix: str,
+    *,
+    dtype=torch.float32,
+    D: int = 37,
+    H: int = 19,
+    Z: int = 5,
+    hidden_layers: int = 1,
+    activation: str = "softplus",
+    device: str = "cpu",
+    check_float64: bool = True,
+):
+    """Assert that `backend` agrees with the reference for one configuration (see module docstring)."""
+    n_l, n_u = split_batch(B, mix)
+    model64 = make_model(D, C, Z, H, activation=activation, dtype=torch.float64, hidden_layers=hidden_layers,
+                         device=device)
+    batch64 = make_batch(model64, n_l, n_u, dtype=torch.float64, seed=B * 100 + C, device=device)
+    ref64 = run(model64, "reference", batch64)
+    model_lo = cast_model(model64, dtype)
+    batch_lo = batch64.to(dtype=dtype)
+    ref_lo = run(model_lo, "reference", batch_lo)
+    fast_lo = run(cast_model(model64, dtype), backend, batch_lo)
+    for key in ref64:
+        assert_close_to_reference(fast_lo[key], ref_lo[key], ref64[key], name=f"{backend} {dtype} {key}")
+    if check_float64 and dtype != torch.float64:
+        fast64 = run(cast_model(model64, torch.float64), backend, batch64)
+        for key in ref64:
+            assert_close_to_reference(fast64[key], ref64[key], ref64[key], name=f"{backend} float64 {key}")
