@@ -4,14 +4,24 @@
 
 Since sum_d x_d l_d = h . (W^T x) + b . x, the linear part needs one (N, D) x (D, H) product per
 example instead of a reduction over the (N, C, D) logits; only softplus needs every logit. This file
-holds the plain-torch op (which still materializes the logits once); the fused backends provide the
-same signature and never write the logits to memory.
+holds the plain-torch op; the fused backends provide the same signature and never write the logits to
+memory.
+
+Backward (g = dLoss/dll, (N, C); sig = sigmoid(l); dl = g * (x - sig), folded in before any reduction
+over rows):
+
+    dh[n, c] = g[n, c] * (W^T x[n] - W^T sig[n, c])      = g * (x_w - sig @ W)
+    dW       = sum_{n,c} dl[n, c] h[n, c]^T              = x^T (sum_c g h) - sig^T (g h)
+    db       = sum_{n,c} dl[n, c]                        = x^T (sum_c g) - sig^T g
+    dx[n]    = sum_c g[n, c] l[n, c]                     = W (sum_c g h)[n] + b sum_c g[n]
+
+so the torch op keeps only sig (written over the logits' buffer) between forward and backward, and
+its backward is two large GEMMs over sig instead of autograd's elementwise chain over the logits.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..functional import softplus
 
@@ -29,12 +39,46 @@ def check_bernoulli_linear_inputs(h, weight, bias, x):
         raise ValueError(f"x must be (N, D) = {(n, d)}, got {tuple(x.shape)}")
 
 
+class _BernoulliLoglikLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, bias, x):
+        n, c, hidden = h.shape
+        h2 = h.reshape(n * c, hidden)
+        logits = torch.addmm(bias, h2, weight.t()) if bias is not None else h2 @ weight.t()  # (N*C, D)
+        x_w = x @ weight  # (N, H): W^T x once per example, shared by its C rows
+        x_logits = (h * x_w.unsqueeze(1)).sum(-1)
+        if bias is not None:
+            x_logits = x_logits + (x @ bias).unsqueeze(1)
+        ll = x_logits - softplus(logits).sum(-1).view(n, c)
+        sig = logits.sigmoid_()  # the logits are not needed again: keep sigmoid(l) in their place
+        ctx.save_for_backward(h, weight, bias, x, x_w, sig)
+        return ll
+
+    @staticmethod
+    def backward(ctx, g):
+        h, weight, bias, x, x_w, sig = ctx.saved_tensors
+        n, c, hidden = h.shape
+        need_h, need_w, need_b, need_x = ctx.needs_input_grad
+        g = g.contiguous()
+        dh = dw = db = dx = None
+        if need_h:
+            dh = g.unsqueeze(-1) * (x_w.unsqueeze(1) - (sig @ weight).view(n, c, hidden))
+        g_sum = g.sum(1)  # (N,)
+        gh_sum = (g.unsqueeze(-1) * h).sum(1)  # (N, H): sum_c g h
+        if need_w or need_b:
+            gh = (g.unsqueeze(-1) * h).reshape(n * c, hidden)
+            if need_w:
+                dw = x.t() @ gh_sum - sig.t() @ gh
+            if need_b:
+                db = x.t() @ g_sum - sig.t() @ g.reshape(n * c)
+        if need_x:
+            dx = gh_sum @ weight.t()
+            if bias is not None:
+                dx = dx + g_sum.unsqueeze(1) * bias
+        return dh, dw, db, dx
+
+
 def bernoulli_loglik_linear_torch(h: torch.Tensor, weight: torch.Tensor, bias, x: torch.Tensor) -> torch.Tensor:
     """h: (N, C, H), weight: (D, H), bias: (D,) or None, x: (N, D) -> ll (N, C)."""
     check_bernoulli_linear_inputs(h, weight, bias, x)
-    logits = F.linear(h, weight, bias)  # (N, C, D)
-    x_w = x @ weight  # (N, H): W^T x once per example, shared by its C rows
-    x_logits = (h * x_w.unsqueeze(1)).sum(-1)
-    if bias is not None:
-        x_logits = x_logits + (x @ bias).unsqueeze(1)
-    return x_logits - softplus(logits).sum(-1)
+    return _BernoulliLoglikLinear.apply(h, weight, bias, x)

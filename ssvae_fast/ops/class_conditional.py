@@ -37,4 +37,7 @@ def class_conditional_activation_torch(
     act = activation_fn(activation)
     if classes is None:
         return act(a.unsqueeze(1) + w_y.t().unsqueeze(0))
-    return act(a + w_y.t().index_select(0, classes))  # index_select: deterministic backward on CPU
+    # A one-hot product picks the class columns: exact (products by 0 and 1), and its backward is a
+    # small GEMM, deterministic on every device (index_select's backward accumulates with atomics on CUDA).
+    one_hot = torch.nn.functional.one_hot(classes, w_y.shape[1]).to(a.dtype)
+    return act(a + one_hot @ w_y.t())
