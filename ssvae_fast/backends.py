@@ -130,8 +130,22 @@ def available_backends(device: Optional[torch.device | str] = None) -> list[str]
 AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
 
 
+_RESOLVED: dict[tuple[str, str, bool], str] = {}
+
+
 def resolve(name: str, device: torch.device) -> str:
-    """The concrete backend for `name` on `device`: "auto" picks; an unavailable one raises."""
+    """The concrete backend for `name` on `device`: "auto" picks; an unavailable one raises.
+
+    Cached per (name, device type), so the traced path of `torch.compile(model.loss)` is a dict lookup.
+    """
+    key = (name, device.type, os.environ.get("TRITON_INTERPRET") == "1")
+    found = _RESOLVED.get(key)
+    if found is None:
+        found = _RESOLVED[key] = _resolve(name, device)
+    return found
+
+
+def _resolve(name: str, device: torch.device) -> str:
     if name == "auto":
         for candidate in AUTO_ORDER.get(device.type, ("torch",)):
             if candidate == "triton" and os.environ.get("TRITON_INTERPRET") == "1":

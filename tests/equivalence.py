@@ -31,7 +31,6 @@ def split_batch(B: int, mix: str) -> tuple[int, int]:
 
 def run(model, backend: str, batch, alpha: float = 1.3, weight_seed: int = 7) -> dict:
     """Per-example losses and gradients of sum(w * losses) for every parameter and input."""
-    model = model
     model.backend = backend
     model.zero_grad(set_to_none=True)
     inputs = {k: getattr(batch, k).detach().clone().requires_grad_(True) for k in ("x_l", "x_u", "eps_l", "eps_u")}
@@ -62,10 +61,16 @@ def check_backend(
     Z: int = 5,
     hidden_layers: int = 1,
     activation: str = "softplus",
-    device: str = "cpu",
+    device: str | None = None,
     check_float64: bool = True,
 ):
-    """Assert that `backend` agrees with the reference for one configuration (see module docstring)."""
+    """Assert that `backend` agrees with the reference for one configuration (see module docstring).
+
+    `device` defaults to where the backend runs: CUDA for `cuda`, and for `triton` when a GPU is present.
+    """
+    if device is None:
+        gpu = torch.cuda.is_available()
+        device = "cuda" if backend == "cuda" or (backend == "triton" and gpu) else "cpu"
     n_l, n_u = split_batch(B, mix)
     model64 = make_model(D, C, Z, H, activation=activation, dtype=torch.float64, hidden_layers=hidden_layers,
                          device=device)

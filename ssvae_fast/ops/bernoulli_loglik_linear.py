@@ -56,10 +56,15 @@ class _BernoulliLoglikLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        h, weight, bias, x, x_w, sig = ctx.saved_tensors
+        h_in, weight_in, bias_in, x_in, x_w, sig = ctx.saved_tensors
+        # Under autocast the forward's products ran in a lower precision than the parameters: do the
+        # backward in the promoted dtype and return each gradient in its input's dtype.
+        dt = torch.promote_types(sig.dtype, weight_in.dtype)
+        h, weight, x, x_w, sig = (t.to(dt) for t in (h_in, weight_in, x_in, x_w, sig))
+        bias = bias_in.to(dt) if bias_in is not None else None
         n, c, hidden = h.shape
         need_h, need_w, need_b, need_x = ctx.needs_input_grad
-        g = g.contiguous()
+        g = g.to(dt).contiguous()
         dh = dw = db = dx = None
         if need_h:
             dh = g.unsqueeze(-1) * (x_w.unsqueeze(1) - (sig @ weight).view(n, c, hidden))
@@ -75,7 +80,8 @@ class _BernoulliLoglikLinear(torch.autograd.Function):
             dx = gh_sum @ weight.t()
             if bias is not None:
                 dx = dx + g_sum.unsqueeze(1) * bias
-        return dh, dw, db, dx
+        cast = lambda grad, like: None if grad is None else grad.to(like.dtype)  # noqa: E731
+        return cast(dh, h_in), cast(dw, weight_in), cast(db, bias_in) if bias_in is not None else None, cast(dx, x_in)
 
 
 def bernoulli_loglik_linear_torch(h: torch.Tensor, weight: torch.Tensor, bias, x: torch.Tensor) -> torch.Tensor:

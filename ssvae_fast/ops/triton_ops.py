@@ -15,8 +15,9 @@ reproducible run to run on the same device. Gradients flow to every float input;
 are not implemented. Empty inputs (N = 0 rows) return empty outputs and zero gradients.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: torch.library.custom_op infers each op's schema from real
+# annotations (string annotations are only understood by recent torch versions).
+import contextlib
 import math
 import struct
 from typing import Optional, Tuple
@@ -48,7 +49,7 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # ------------------------------------------------------------------------------------------------------
 # Checks shared by the launchers.
 # ------------------------------------------------------------------------------------------------------
-def _check_tensors(op: str, floats: dict, ints: dict = None) -> None:
+def _check_tensors(op: str, floats: dict, ints: Optional[dict] = None) -> None:
     """One device (CUDA, or CPU under the interpreter) and one float dtype for `floats`, int64 `ints`;
     ValueError/TypeError with the offending names otherwise. None entries are skipped."""
     floats = {k: v for k, v in floats.items() if v is not None}
@@ -89,15 +90,7 @@ def _fp32_pair(value: float) -> Tuple[float, float]:
 
 def _device_guard(t: Tensor):
     """Launch on t's GPU (Triton launches on the current device's current stream)."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else _NullContext()
-
-
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 # ======================================================================================================

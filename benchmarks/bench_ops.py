@@ -1,0 +1,56 @@
+"""Each fused op alone, and the whole M2 loss, forward and forward+backward.
+
+    pytest benchmarks/bench_ops.py --benchmark-only
+
+Ops (`ssvae_fast.backends.get_ops(backend)`), on the arguments they receive inside the loss:
+class_conditional_activation in the encoder's form (every class, [all-classes]) and the decoder's (one
+class per row, [per-row]), gaussian_reparam_kl, bernoulli_loglik_linear, elbo_reduction; per backend
+that has its own implementation (torch, triton, cuda, cpu). Forward runs without autograd;
+forward+backward takes torch.autograd.grad of every differentiable input against fixed upstream
+gradients. The whole loss: per provider, forward with autograd recording (as in training), and
+forward+backward.
+"""
+
+import pytest
+
+from conftest import DEVICE, PRECISIONS, SIZES
+from ssvae_fast import bench
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("B", SIZES)
+@pytest.mark.parametrize("mode", bench.OP_MODES)
+@pytest.mark.parametrize("backend", bench.OP_BACKENDS)
+@pytest.mark.parametrize("op", tuple(bench.OP_VARIANTS))
+def test_op(measure, case, op, backend, mode, B, precision):
+    reason = bench.op_unavailable_reason(op, backend, DEVICE)
+    if reason is not None:
+        pytest.skip(reason)
+    with bench.matmul_precision(precision):
+        op_bench = bench.build_op_bench(op, backend, case(B), precision, mode)
+    measure(
+        op_bench.fn,
+        op_bench.inputs,
+        B=B,
+        precision=precision,
+        group=f"{mode} {op} B={B} {precision}",
+        flops=op_bench.flops,
+        nbytes=op_bench.bytes,
+    )
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("B", SIZES)
+@pytest.mark.parametrize("mode", ("loss_forward", "loss_forward_backward"))
+@pytest.mark.parametrize("provider", bench.PROVIDERS)
+def test_loss(measure, loss_runner, provider, mode, B, precision):
+    runner = loss_runner(provider, B, precision)
+    fn = runner.forward if mode == "loss_forward" else runner.forward_backward
+    measure(
+        fn,
+        runner.case.batches,
+        B=B,
+        precision=precision,
+        group=f"{mode} B={B} {precision}",
+        flops=runner.case.flops(backward=mode != "loss_forward"),
+    )

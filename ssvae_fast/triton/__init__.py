@@ -1,0 +1,161 @@
+"""Triton kernels of the `triton` backend (DESIGN.md section 2), one file per fused op.
+
+    bernoulli_loglik_linear.py  decoder output layer + Bernoulli log-likelihood (the logits never hit memory)
+    class_conditional.py        act(a + W_y[:, c]) for every class, or the class of each row
+    gaussian.py                 z = mu + exp(logvar / 2) * eps and KL(q || N(0, I))
+    elbo.py                     log-softmax, entropy, q-weighted class sum, labelled terms and their VJP
+
+The launchers and the `torch.library.custom_op` wrappers live in `ssvae_fast/ops/triton_ops.py`;
+`triton_ops()` (the factory `ssvae_fast.backends` names) returns them as a `BackendOps`.
+
+Runs on CUDA GPUs; on the CPU only under `TRITON_INTERPRET=1` (set before triton is imported), for tests
+on tiny shapes. This package imports triton: import it only where `backends.unavailable_reason("triton")`
+is None.
+
+Settings (module level, read at every launch, so they also apply inside torch.compile'd graphs):
+
+    set_input_precision("ieee" | "tf32" | "tf32x3")
+        precision of fp32 `tl.dot` (the Bernoulli kernels' GEMM). Default "tf32" on a GPU (10-bit
+        mantissa products, fp32 accumulation: the speed setting), "ieee" under the interpreter; the
+        environment variable SSVAE_FAST_TRITON_INPUT_PRECISION overrides the default. The equivalence
+        tests use "ieee". float64 inputs always use "ieee"; bf16/fp16 inputs ignore it.
+    set_bernoulli_recompute(False | True)
+        False (default): the Bernoulli forward stores s = x - sigmoid(l), (N*C, D) in the input dtype,
+        and the backward is GEMMs on s. True: nothing is stored; the backward kernel recomputes the
+        logits (flash-style: less memory between forward and backward, one more GEMM). The environment
+        variable SSVAE_FAST_TRITON_BERNOULLI_RECOMPUTE=1 sets the default. Both are deterministic.
+    SSVAE_FAST_TRITON_AUTOTUNE=0 (environment, before import)
+        pins the Bernoulli GEMM to one tile config instead of autotuning it, so results are bitwise
+        equal across processes too (within a process they always are: no atomics anywhere).
+
+Autotuning runs on the first call for each (M, D, H, dtype): warm up before capturing a CUDA graph.
+"""
+
+import os
+
+import triton
+import triton.language as tl
+
+__all__ = [
+    "triton_ops",
+    "interpreting",
+    "set_input_precision",
+    "get_input_precision",
+    "set_bernoulli_recompute",
+    "get_bernoulli_recompute",
+]
+
+_INPUT_PRECISIONS = ("ieee", "tf32", "tf32x3")
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _default_input_precision() -> str:
+    value = os.environ.get("SSVAE_FAST_TRITON_INPUT_PRECISION")
+    if value is None:
+        return "ieee" if interpreting() else "tf32"
+    if value not in _INPUT_PRECISIONS:
+        raise ValueError(f"SSVAE_FAST_TRITON_INPUT_PRECISION must be one of {_INPUT_PRECISIONS}, got {value!r}")
+    return value
+
+
+_settings = {
+    "input_precision": _default_input_precision(),
+    "bernoulli_recompute": os.environ.get("SSVAE_FAST_TRITON_BERNOULLI_RECOMPUTE") == "1",
+}
+
+
+def get_input_precision() -> str:
+    """The `input_precision` of fp32 `tl.dot` in the Bernoulli kernels ("tf32" by default on a GPU)."""
+    return _settings["input_precision"]
+
+
+def set_input_precision(precision: str):
+    """Set the fp32 `tl.dot` precision ("ieee", "tf32" or "tf32x3"). Usable as a context manager that
+    restores the previous value: `with set_input_precision("ieee"): ...`."""
+    if precision not in _INPUT_PRECISIONS:
+        raise ValueError(f"input_precision must be one of {_INPUT_PRECISIONS}, got {precision!r}")
+    previous = _settings["input_precision"]
+    _settings["input_precision"] = precision
+    return _Restore("input_precision", previous)
+
+
+def get_bernoulli_recompute() -> bool:
+    """True when the Bernoulli backward recomputes the logits instead of reading s from the forward."""
+    return _settings["bernoulli_recompute"]
+
+
+def set_bernoulli_recompute(recompute: bool):
+    """Choose the Bernoulli backward variant (see the module docstring); a context manager like
+    `set_input_precision`."""
+    previous = _settings["bernoulli_recompute"]
+    _settings["bernoulli_recompute"] = bool(recompute)
+    return _Restore("bernoulli_recompute", previous)
+
+
+class _Restore:
+    """Returned by the setters: ignoring it keeps the new value; `with` restores the previous one on exit."""
+
+    def __init__(self, key: str, previous):
+        self._key, self._previous = key, previous
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _settings[self._key] = self._previous
+
+
+# ------------------------------------------------------------------------------------------------------
+# Device helpers shared by the kernel files.
+# ------------------------------------------------------------------------------------------------------
+@triton.jit
+def to_compute(v, IS_FP64: tl.constexpr):
+    """v in the compute dtype: float64 for float64 inputs, float32 for every other float dtype."""
+    if IS_FP64:
+        out = v.to(tl.float64)
+    else:
+        out = v.to(tl.float32)
+    return out
+
+
+@triton.jit
+def fp32_pair_sum(hi, lo, like):
+    """hi + lo (two fp32 scalar arguments) in like's dtype and shape: a float64 kernel sees a Python float
+    passed as (fp32(v), fp32(v - fp32(v))) to ~2**-48 relative (Triton passes Python floats as fp32)."""
+    return (tl.zeros_like(like) + hi) + lo
+
+
+@triton.jit
+def softplus_and_sigmoid(v):
+    """(softplus(v), sigmoid(v)) for every finite v, stably and without libdevice.
+
+    softplus(v) = max(v, 0) + log1p(e) and sigmoid(v) = 1 / (1 + e) (v >= 0) or e / (1 + e) (v < 0),
+    with e = exp(-|v|) in (0, 1]: exp never overflows. log1p(e) = log(u) * e / (u - 1), u = 1 + e
+    (Goldberg's trick: exact to a few ulps where log(1 + e) would lose e's low bits; e when u == 1).
+    """
+    e = tl.exp(-tl.abs(v))
+    u = 1.0 + e
+    u_minus_one = u - 1.0
+    log1p_e = tl.where(u_minus_one == 0.0, e, tl.log(u) * (e / tl.where(u_minus_one == 0.0, 1.0, u_minus_one)))
+    softplus = tl.maximum(v, 0.0) + log1p_e
+    inv = 1.0 / u
+    sigmoid = tl.where(v >= 0.0, inv, e * inv)
+    return softplus, sigmoid
+
+
+def triton_ops():
+    """The `triton` backend's `BackendOps` (signatures and semantics of the plain-torch ops in ssvae_fast/ops)."""
+    from ..backends import BackendOps
+    from ..ops import triton_ops as ops
+
+    return BackendOps(
+        name="triton",
+        class_conditional_activation=ops.class_conditional_activation_triton,
+        gaussian_reparam_kl=ops.gaussian_reparam_kl_triton,
+        bernoulli_loglik_linear=ops.bernoulli_loglik_linear_triton,
+        elbo_reduction=ops.elbo_reduction_triton,
+    )

@@ -1,0 +1,227 @@
+"""Fused decoder output layer + Bernoulli log-likelihood: the (N*C, D) logits never reach memory.
+
+    l[m, :] = W h[m] + b                                  h (M, H) = (N*C, H) rows, W (D, H), b (D,)
+    ll[m]   = sum_d x[n, d] * l[m, d] - softplus(l[m, d])   x (N, D) shared by the C rows m = n*C + c
+
+What is fused: the GEMM h @ W^T, the bias, the Bernoulli terms and their row sum, and (default
+variant) the backward's per-logit factor s = x - sigmoid(l), all in the GEMM's epilogue.
+
+Memory traffic in (M, D)-sized tensors (MNIST M2: M = 100 examples x 10 classes = 1000 rows, D = 784,
+H = 500, fp32: one (M, D) tensor is 3.1 MB; arithmetic, not a measurement: the session that wrote this
+had no GPU):
+    plain torch (`bernoulli_loglik_linear_torch`): forward writes the logits, reads them for softplus,
+        writes softplus, reads it for the sum (4 x 3.1 MB) and keeps the logits for backward; backward
+        reads the logits, writes grad_logits, reads grad_logits for dh, dW and db (5 x 3.1 MB): ~28 MB.
+    fused, default: forward writes s = x - sigmoid(l) (3.1 MB, kept for backward; h, W and x are read
+        once per tile); backward reads s in three cuBLAS GEMM/GEMVs (dh, dW, db): ~12.5 MB, and no
+        elementwise pass over (M, D) anywhere.
+    fused, recompute (`set_bernoulli_recompute(True)`): forward writes no (M, D) tensor; the backward
+        kernel recomputes l and writes dl = g * s (3.1 MB, freed after the GEMMs): same traffic as the
+        default plus one more GEMM, but nothing of size (M, D) held between forward and backward.
+
+Tiling: one program per (BLOCK_M rows) x (BLOCK_D = 64 output pixels) tile; it loops over H in
+BLOCK_K chunks with `tl.dot` (fp32 or fp64 accumulation), then in the epilogue adds b, gathers
+x[m // C] (the C rows of an example share it: L1/L2 hits), computes the terms and writes one partial
+row sum per (tile, row) to ll_part[pid_d, m]. The launcher sums the D / 64 partials in a fixed order
+(deterministic; no atomics). Offsets are int64: M * D passes 2**31 at M = 2.7M rows of MNIST.
+
+Numerics: softplus(l) = max(l, 0) + log1p(exp(-|l|)), sigmoid from the same exp(-|l|): finite for any
+finite l (|l| = 1e4 included). fp32 `tl.dot` uses the module setting `input_precision` ("tf32" by default
+on a GPU, "ieee" under the interpreter and in the equivalence tests; see ssvae_fast/triton/__init__.py);
+fp64 inputs always use "ieee"; bf16/fp16 inputs accumulate in fp32.
+"""
+
+import os
+
+import triton
+import triton.language as tl
+
+from . import interpreting, softplus_and_sigmoid, to_compute
+
+# Width of a D tile. Fixed (not autotuned) because the number of partial row sums, cdiv(D, BLOCK_D),
+# sizes a buffer the launcher allocates before the autotuner picks a config. Small under the
+# interpreter so that the tests' D = 37 spans two tiles.
+BLOCK_D = 32 if interpreting() else 64
+
+
+def gemm_configs():
+    """Autotune configs of both kernels (BLOCK_M rows x BLOCK_D pixels x BLOCK_K hidden per step).
+
+    One small config under the interpreter (no benchmarking there; two K steps at H = 19). On a GPU the
+    autotuner picks per (M, D, H, dtypes) on first use; results are bitwise reproducible within a
+    process, but the tile shape (hence the summation order) may differ between processes: set
+    SSVAE_FAST_TRITON_AUTOTUNE=0 (before import) to pin the first config for cross-process
+    reproducibility."""
+    if interpreting():
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_K": 16}, num_warps=4, num_stages=1)]
+    configs = [
+        triton.Config({"BLOCK_M": block_m, "BLOCK_K": block_k}, num_warps=warps, num_stages=stages)
+        for block_m, block_k, warps, stages in (
+            (128, 32, 4, 4),
+            (128, 64, 8, 3),
+            (64, 32, 4, 4),
+            (64, 64, 4, 3),
+            (128, 32, 8, 3),
+            (32, 64, 4, 4),  # small M (few examples); fp64 (smaller tiles)
+        )
+    ]
+    return configs[:1] if os.environ.get("SSVAE_FAST_TRITON_AUTOTUNE") == "0" else configs
+
+
+@triton.jit
+def _logits_tile(
+    h_ptr,  # (M, H) decoder hidden rows
+    w_ptr,  # (D, H) output weight
+    b_ptr,  # (D,) output bias (read only when HAS_BIAS)
+    rows64,  # (BLOCK_M,) int64 row indices m of the tile
+    row_mask,  # (BLOCK_M,) rows64 < M
+    cols64,  # (BLOCK_D,) int64 pixel indices d of the tile
+    col_mask,  # (BLOCK_D,) cols64 < D
+    H,  # hidden size (the reduction length)
+    stride_hm,  # elements between rows of h
+    stride_hk,  # elements between hidden units of h
+    stride_wd,  # elements between rows (pixels) of W
+    stride_wk,  # elements between columns (hidden units) of W
+    stride_b,  # elements between entries of b
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,  # "ieee" | "tf32" | "tf32x3" for fp32 inputs
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """l = h[rows] @ W[cols]^T + b[cols], a (BLOCK_M, BLOCK_D) tile in the compute dtype."""
+    ks = tl.arange(0, BLOCK_K)
+    h_ptrs = h_ptr + rows64[:, None] * stride_hm + ks[None, :] * stride_hk  # (BLOCK_M, BLOCK_K)
+    w_ptrs = w_ptr + cols64[None, :] * stride_wd + ks[:, None] * stride_wk  # (BLOCK_K, BLOCK_D): W^T tile
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k_mask = (k0 + ks) < H
+        h_tile = tl.load(h_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
+        w_tile = tl.load(w_ptrs, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
+        acc = tl.dot(h_tile, w_tile, acc, input_precision=INPUT_PRECISION)
+        h_ptrs += BLOCK_K * stride_hk
+        w_ptrs += BLOCK_K * stride_wk
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + cols64 * stride_b, mask=col_mask, other=0.0)
+        acc += to_compute(bias, IS_FP64)[None, :]
+    return acc
+
+
+@triton.autotune(configs=gemm_configs(), key=["M", "D", "H"])
+@triton.jit
+def _bernoulli_loglik_linear_fwd_kernel(
+    h_ptr,  # (M, H) decoder hidden rows, M = N * C, row m = n * C + c
+    w_ptr,  # (D, H) output weight
+    b_ptr,  # (D,) output bias (unused when HAS_BIAS is False)
+    x_ptr,  # (N, D) targets, shared by the C rows of each example
+    s_ptr,  # (M, D) out, contiguous rows: s = x - sigmoid(l) (written only when STORE_S)
+    ll_part_ptr,  # (cdiv(D, BLOCK_D), M) out, contiguous: partial sums over one D tile
+    M,  # rows of h (N * C)
+    D,  # pixels
+    H,  # hidden units
+    n_classes,  # C: row m scores example m // C
+    stride_hm,  # elements between rows of h
+    stride_hk,  # elements between hidden units of h
+    stride_wd,  # elements between rows of W
+    stride_wk,  # elements between columns of W
+    stride_b,  # elements between entries of b
+    stride_xn,  # elements between rows (examples) of x
+    stride_xd,  # elements between pixels of x
+    stride_sm,  # elements between rows of s
+    HAS_BIAS: tl.constexpr,
+    STORE_S: tl.constexpr,  # write s for the backward (default variant)
+    IS_FP64: tl.constexpr,  # compute in fp64 (fp64 inputs) instead of fp32
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows64 = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols64 = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    row_mask = rows64 < M
+    col_mask = cols64 < D
+    mask = row_mask[:, None] & col_mask[None, :]
+
+    logits = _logits_tile(
+        h_ptr, w_ptr, b_ptr, rows64, row_mask, cols64, col_mask, H,
+        stride_hm, stride_hk, stride_wd, stride_wk, stride_b,
+        HAS_BIAS, IS_FP64, INPUT_PRECISION, BLOCK_M, BLOCK_D, BLOCK_K,
+    )
+    examples = rows64 // n_classes
+    x = tl.load(x_ptr + examples[:, None] * stride_xn + cols64[None, :] * stride_xd, mask=mask, other=0.0)
+    x = to_compute(x, IS_FP64)
+    softplus, sigmoid = softplus_and_sigmoid(logits)
+    terms = tl.where(mask, x * logits - softplus, 0.0)
+    tl.store(ll_part_ptr + pid_d.to(tl.int64) * M + rows64, tl.sum(terms, axis=1), mask=row_mask)
+    if STORE_S:
+        s = x - sigmoid
+        tl.store(s_ptr + rows64[:, None] * stride_sm + cols64[None, :], s.to(s_ptr.dtype.element_ty), mask=mask)
+
+
+# Backward (VJP). With g[m] = dLoss/dll[m] (g = grad_ll reshaped to (M,)) and s[m, d] = x[n, d] -
+# sigmoid(l[m, d]):
+#     dll[m]/dl[m, d] = x[n, d] - sigmoid(l[m, d]) = s[m, d]   ->   dl[m, d] = g[m] * s[m, d]
+#     dh[m, :] = sum_d dl[m, d] W[d, :]          = g[m] * (s @ W)[m, :]       (row scaling commutes)
+#     dW       = sum_m dl[m, :]^T h[m, :]        = s^T @ (g[:, None] * h)
+#     db       = sum_m dl[m, :]                  = s^T @ g
+#     dx[n, :] = sum_c g[n*C + c] * l[n*C + c, :]  (since dll[m]/dx[n, d] = l[m, d])
+#              = W @ (sum_c g[n, c] h[n, c]) + b * sum_c g[n, c]     (no logits needed)
+# Default variant: s comes from the forward and the four lines above are torch GEMMs/sums (cuBLAS,
+# deterministic; the (M, D) factor is scaled through the (M, H) side, never elementwise over (M, D)).
+# Recompute variant: `_bernoulli_loglik_linear_bwd_kernel` recomputes l tile by tile and writes
+# dl = g * (x - sigmoid(l)); then dh = dl @ W, dW = dl^T @ h, db = dl summed over rows.
+@triton.autotune(configs=gemm_configs(), key=["M", "D", "H"])
+@triton.jit
+def _bernoulli_loglik_linear_bwd_kernel(
+    h_ptr,  # (M, H) decoder hidden rows
+    w_ptr,  # (D, H) output weight
+    b_ptr,  # (D,) output bias (unused when HAS_BIAS is False)
+    x_ptr,  # (N, D) targets
+    g_ptr,  # (M,) upstream gradient dLoss/dll
+    dl_ptr,  # (M, D) out, contiguous rows: dl = g * (x - sigmoid(l))
+    M,  # rows of h
+    D,  # pixels
+    H,  # hidden units
+    n_classes,  # C
+    stride_hm,  # elements between rows of h
+    stride_hk,  # elements between hidden units of h
+    stride_wd,  # elements between rows of W
+    stride_wk,  # elements between columns of W
+    stride_b,  # elements between entries of b
+    stride_xn,  # elements between rows of x
+    stride_xd,  # elements between pixels of x
+    stride_g,  # elements between entries of g (0 for an expanded gradient)
+    stride_dlm,  # elements between rows of dl
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows64 = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols64 = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    row_mask = rows64 < M
+    col_mask = cols64 < D
+    mask = row_mask[:, None] & col_mask[None, :]
+
+    logits = _logits_tile(
+        h_ptr, w_ptr, b_ptr, rows64, row_mask, cols64, col_mask, H,
+        stride_hm, stride_hk, stride_wd, stride_wk, stride_b,
+        HAS_BIAS, IS_FP64, INPUT_PRECISION, BLOCK_M, BLOCK_D, BLOCK_K,
+    )
+    examples = rows64 // n_classes
+    x = tl.load(x_ptr + examples[:, None] * stride_xn + cols64[None, :] * stride_xd, mask=mask, other=0.0)
+    x = to_compute(x, IS_FP64)
+    g = to_compute(tl.load(g_ptr + rows64 * stride_g, mask=row_mask, other=0.0), IS_FP64)
+    _, sigmoid = softplus_and_sigmoid(logits)
+    dl = g[:, None] * (x - sigmoid)
+    tl.store(dl_ptr + rows64[:, None] * stride_dlm + cols64[None, :], dl.to(dl_ptr.dtype.element_ty), mask=mask)

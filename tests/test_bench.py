@@ -1,0 +1,210 @@
+"""The benchmark machinery: FLOP count, input factory, memory method, report runner, tables, Pyro M2.
+
+No speed is asserted anywhere; these tests check that the figures mean what benchmarks/README.md says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ssvae_fast import M2, bench
+from ssvae_fast.flops import step_flops
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _counted_flops(provider: str, B: int) -> tuple[int, int, bench.Case]:
+    """(forward, forward + backward) matmul FLOPs torch's FLOP counter sees in `provider`'s loss."""
+    case = bench.make_case(B, n_batches=1)
+    runner = bench.LossRunner(provider, case)
+    with FlopCounterMode(display=False) as forward:
+        runner.forward(case.batches[0])
+    with FlopCounterMode(display=False) as both:
+        runner.forward_backward(case.batches[0])
+    return forward.get_total_flops(), both.get_total_flops(), case
+
+
+def _step_flops(case: bench.Case, formulation: str, backward: bool) -> int:
+    s = bench.MODEL_SHAPES
+    return step_flops(case.B, case.n_l, s["n_classes"], s["x_dim"], s["hidden"], s["z_dim"], formulation,
+                      backward=backward)
+
+
+@pytest.mark.parametrize("B", [1, 8, 33])
+def test_naive_step_flops_is_what_the_reference_runs(B):
+    forward, both, case = _counted_flops("reference", B)
+    assert forward == _step_flops(case, "naive", backward=False)
+    assert both == _step_flops(case, "naive", backward=True)
+
+
+@pytest.mark.parametrize("B", [1, 8, 33])
+def test_factorized_step_flops_is_the_torch_backends_useful_work(B):
+    """The torch backend runs the factorized products plus small extras (one-hot class columns, 0.6%):
+    the count is a lower bound within 1%. The naive formulation would be 38% more at these sizes."""
+    forward, both, case = _counted_flops("torch", B)
+    for counted, backward in ((forward, False), (both, True)):
+        useful = _step_flops(case, "factorized", backward=backward)
+        assert useful <= counted <= 1.01 * useful
+
+
+def test_step_flops_docstring_figures():
+    f = step_flops(256, 26, 10, 784, 500, 50)
+    assert f == 7_729_356_000
+    assert step_flops(256, 26, 10, 784, 500, 50, backward=False) == 2_777_156_000
+    assert round(step_flops(256, 26, 10, 784, 500, 50, "naive") / f, 2) == 1.38
+    with pytest.raises(ValueError):
+        step_flops(4, 5, 10, 784, 500, 50)
+
+
+def test_make_case_mix_shapes_and_rotation():
+    assert bench.split_batch(256) == (26, 230)
+    assert bench.split_batch(64) == (6, 58)
+    assert bench.split_batch(100) == (10, 90)
+    case = bench.make_case(256, n_batches=3, seed=5)
+    assert (case.n_l, case.n_u, len(case.batches)) == (26, 230, 3)
+    b = case.batches[0]
+    assert b.x_l.shape == (26, 784) and b.x_u.shape == (230, 784) and b.y_l.shape == (26,)
+    assert b.eps_l.shape == (26, 50) and b.eps_u.shape == (230, 10, 50)
+    assert set(torch.unique(b.x_u).tolist()) <= {0.0, 1.0}
+    assert not torch.equal(case.batches[0].x_u, case.batches[1].x_u)  # batches rotate
+    again = bench.make_case(256, n_batches=3, seed=5)
+    assert torch.equal(again.batches[2].eps_u, case.batches[2].eps_u)
+    assert all(torch.equal(p, q) for p, q in zip(again.model.parameters(), case.model.parameters()))
+
+
+def test_unavailable_providers_say_why():
+    assert bench.provider_unavailable_reason("reference", "cpu") is None
+    assert "GPUs only" in bench.provider_unavailable_reason("reference-compile-max-autotune", "cpu")
+    if not torch.cuda.is_available():
+        assert bench.provider_unavailable_reason("cuda", "cpu")
+    with pytest.raises(ValueError):
+        bench.provider_unavailable_reason("nope", "cpu")
+
+
+@pytest.mark.skipif(bench.cpu_peak_memory_supported() is not None, reason="needs Linux and glibc")
+def test_cpu_peak_memory_sees_a_known_allocation():
+    """A call that fills 32 MiB, frees it, then fills 64 MiB reads as a 64 MiB peak, not 96 and not
+    counting what was resident before (a subprocess: the method changes malloc settings for good)."""
+    code = textwrap.dedent(
+        """
+        import torch
+        from ssvae_fast import bench
+        def fn(_):
+            b = torch.ones(8 * 2**20)           # 32 MiB, written, freed before the peak
+            del b
+            a = torch.ones(16 * 2**20)          # 64 MiB, written
+            return float(a[0])
+        big = torch.ones(32 * 2**20)            # resident before the call: not counted
+        print(bench.measure_peak_memory(fn, None, "cpu") / 2**20)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    peak_mb = float(out.stdout.strip().splitlines()[-1])
+    assert 64 * 0.97 <= peak_mb <= 64 * 1.05, peak_mb  # RSS counters are batched per thread: ~0.5 MB
+
+
+def test_report_runner_json_schema_table_and_readme(tmp_path):
+    out = tmp_path / "cpu-test.json"
+    rc = bench.main([
+        "run", "--device", "cpu", "--sizes", "8", "--providers", "reference,torch,cuda", "--rounds", "2",
+        "--warmup", "1", "--ops", "bernoulli_loglik_linear,elbo_reduction", "--out", str(out),
+    ])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == bench.SCHEMA and doc["device"] == "cpu"
+    for key in ("date", "created", "hardware", "versions", "settings", "ceilings", "results"):
+        assert key in doc
+    assert doc["hardware"]["cpu_model"] and doc["hardware"]["cpu_logical_cores"] >= 1
+    for key in ("python", "torch", "triton", "ssvae_fast", "git_commit"):
+        assert key in doc["versions"]
+    settings = doc["settings"]
+    assert settings["mix"]["per_size"] == {"8": [1, 7]} and settings["precisions"].keys() == {"fp32"}
+    assert settings["memory_method"] and settings["flop_count"]
+    assert sorted((c["provider"], c["B"], c["precision"]) for c in doc["ceilings"]) == [
+        ("reference", 8, "fp32"), ("torch", 8, "fp32")]  # one per worker process
+    assert all(c["tflops"] > 0 and c["shape"] == [80, 500, 784] for c in doc["ceilings"])
+
+    by_key = {(r["mode"], r["provider"], r["op"]): r for r in doc["results"]}
+    for provider in ("reference", "torch"):
+        for mode in bench.LOSS_MODES:
+            r = by_key[(mode, provider, None)]
+            assert r["status"] == "ok", r
+            assert r["median_ms"] > 0 and r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["rounds"] == 2
+            assert r["examples_per_s"] == pytest.approx(8 / (r["median_ms"] * 1e-3))
+            assert r["flops"] == step_flops(8, 1, 10, 784, 500, 50, backward=mode != "loss_forward")
+            assert r["ceiling_fraction"] == pytest.approx(r["tflops"] / r["ceiling_tflops"])
+            if settings["memory_unavailable"] is None:
+                assert r["peak_mb"] > 0
+    op = by_key[("op_forward_backward", "torch", "bernoulli_loglik_linear")]
+    assert op["status"] == "ok" and op["flops"] > 0 and op["gb_per_s"] > 0
+    assert by_key[("op_forward", "torch", "elbo_reduction")]["flops"] is None
+    assert ("op_forward", "reference", "elbo_reduction") not in by_key  # ops: backends only
+    skipped = by_key[("train_step", "cuda", None)]
+    if not torch.cuda.is_available():
+        assert skipped["status"] == "skipped" and skipped["reason"]
+
+    table = bench.render_documents([out])
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("| provider"))
+    assert [c.strip() for c in header.strip("|").split("|")] == list(bench.TABLE_COLUMNS)
+    rows = [line for line in lines if line.startswith("| `")]
+    assert [row.split("|")[1].strip() for row in rows] == ["`reference`", "`torch`"]
+    assert "| `reference` | 8 | fp32 |" in rows[0] and "1.00x" in rows[0]
+    assert doc["hardware"]["cpu_model"] in table and doc["date"] in table
+    if not torch.cuda.is_available():
+        assert "- `cuda` skipped (B=8)" in table
+    assert "`bernoulli_loglik_linear`" in bench.render_documents([out], all_modes=True)
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n\n{bench.BENCH_START}\nold table\n{bench.BENCH_END}\n\nafter\n")
+    assert bench.main(["table", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n\n" + bench.BENCH_START)
+    assert text.endswith(bench.BENCH_END + "\n\nafter\n")
+    assert "old table" not in text and header in text
+    no_markers = tmp_path / "plain.md"
+    no_markers.write_text("nothing to rewrite\n")
+    with pytest.raises(SystemExit):
+        bench.main(["table", str(out), "--readme", str(no_markers)])
+    assert no_markers.read_text() == "nothing to rewrite\n"
+
+
+def test_pyro_m2_matches_the_m2_objective_in_expectation():
+    """Pyro's enumerated ELBO + classification loss is M2's loss up to Monte Carlo noise (Pyro estimates
+    the KL by sampling): the means of 300 draws of each agree within 5 standard errors."""
+    pytest.importorskip("pyro")
+    import pyro
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        from pyro_m2 import PyroM2
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    model = M2(12, 3, 2, hidden=(8,), backend="reference").double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+    x_l = (torch.rand(2, 12, generator=g) < 0.3).double()
+    x_u = (torch.rand(3, 12, generator=g) < 0.3).double()
+    y_l = torch.tensor([0, 2])
+    pyro_m2 = PyroM2(model, alpha=2.0)
+    n = 300
+    with torch.no_grad():
+        ours = torch.stack([model.loss(x_l, y_l, x_u, alpha=2.0, generator=g) for _ in range(n)])
+    pyro.set_rng_seed(2)  # (Pyro's differentiable_loss refuses to run under no_grad)
+    theirs = torch.stack([pyro_m2.loss(x_l, y_l, x_u).detach() for _ in range(n)])
+    stderr = math.sqrt(ours.var().item() / n + theirs.var().item() / n)
+    assert abs(ours.mean().item() - theirs.mean().item()) < 5 * stderr
+    pyro_m2.loss(x_l, y_l, x_u).backward()  # gradients reach every network
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

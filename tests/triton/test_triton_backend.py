@@ -1,0 +1,583 @@
+"""The `triton` backend: real kernels on a CUDA GPU, Triton's interpreter on a CPU (tests/conftest.py sets
+TRITON_INTERPRET=1 when no GPU is visible). Shapes are tiny because the interpreter is slow; they are
+picked to span several tiles of every kernel (the interpreter's block sizes are small on purpose).
+
+- model level: `tests.equivalence.check_backend` (loss and every gradient against the reference, under
+  DESIGN.md section 4's rule) for labelled-only, unlabelled-only and mixed batches, float32 with IEEE
+  `tl.dot` and float64;
+- op level: each op against its plain-torch face (forward and every input's gradient), non-contiguous
+  inputs, extreme values, empty inputs, gradcheck in float64, determinism;
+- torch.compile traces the custom ops without graph breaks; M2(backend="triton") trains;
+- GPU only (skipped on a CPU): TF32 and bf16 against the tolerance rule, CUDA-graph capture of a
+  training step, int64 offsets past 2**31 elements.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssvae_fast import M2, backends, fused
+from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
+from ssvae_fast.ops.class_conditional import class_conditional_activation_torch
+from ssvae_fast.ops.elbo import elbo_reduction_torch
+from ssvae_fast.ops.gaussian import gaussian_reparam_kl_torch
+from tests.equivalence import check_backend, run
+from tests.factories import cast_model, make_batch, make_model
+from tests.tolerance import assert_close_to_reference
+
+pytestmark = pytest.mark.skipif(
+    backends.unavailable_reason("triton") is not None, reason=f"{backends.unavailable_reason('triton')}"
+)
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def ieee_dot():
+    """Exact fp32 products in the Bernoulli GEMM (TF32 is the GPU default; tested separately)."""
+    import ssvae_fast.triton as st
+
+    with st.set_input_precision("ieee"):
+        yield
+
+
+def _ops():
+    return backends.get_ops("triton")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Whole model against the reference.
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mix", ["labelled", "unlabelled", "mixed"])
+@pytest.mark.parametrize("B,C", [(1, 2), (7, 17), (1, 17), (7, 2)])
+def test_triton_backend_matches_reference(B, C, mix):
+    # float32 against the rule, then float64 (all four kernels support fp64, tl.dot included).
+    check_backend("triton", B, C, mix, device=DEVICE)
+
+
+def test_triton_backend_larger_batch():
+    check_backend("triton", 33, 10, "mixed", device=DEVICE)
+
+
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+def test_triton_backend_deeper_networks(activation):
+    check_backend("triton", 7, 10, "mixed", hidden_layers=2, activation=activation, D=29, H=13, device=DEVICE)
+
+
+def test_triton_backend_recompute_variant():
+    """The flash-style Bernoulli backward (logits recomputed, nothing stored) agrees with the reference."""
+    import ssvae_fast.triton as st
+
+    with st.set_bernoulli_recompute(True):
+        check_backend("triton", 7, 10, "mixed", device=DEVICE)
+        check_backend("triton", 1, 2, "unlabelled", device=DEVICE)
+
+
+def test_triton_backend_is_deterministic():
+    """Two runs give bitwise-equal losses and gradients (no atomics anywhere)."""
+    model = make_model(37, 10, 5, 19, device=DEVICE)
+    batch = make_batch(model, 4, 5, device=DEVICE)
+    first, second = run(model, "triton", batch), run(model, "triton", batch)
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+# ------------------------------------------------------------------------------------------------------
+# Op level: each op against its plain-torch face.
+# ------------------------------------------------------------------------------------------------------
+def _outputs_and_grads(fn, inputs: dict, seed: int = 0):
+    """Outputs of fn(**inputs) and the gradients of sum_k <w_k, out_k> (random w_k) w.r.t. every float
+    input that requires grad; a flat dict of tensors."""
+    leaves = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.requires_grad}
+    out = fn(**inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    g = torch.Generator().manual_seed(seed)
+    total = sum(
+        (o * (0.5 + torch.rand(o.shape, generator=g, dtype=torch.float64)).to(o)).sum() for o in outs
+    )
+    grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True) if leaves else ()
+    result = {f"out{i}": o.detach() for i, o in enumerate(outs)}
+    for (name, leaf), grad in zip(leaves.items(), grads):
+        result[f"grad {name}"] = grad if grad is not None else torch.zeros_like(leaf)
+    return result
+
+
+def check_op_against_torch(triton_fn, torch_fn, make_inputs, *, dtypes=(torch.float32, torch.float64)):
+    """Outputs and gradients of the Triton op against the torch op in float64, under the tolerance rule
+    (float32: no worse than twice the torch op's own float32 error, plus the floor; float64: the floor)."""
+    ref64 = _outputs_and_grads(torch_fn, make_inputs(torch.float64))
+    for dtype in dtypes:
+        fast = _outputs_and_grads(triton_fn, make_inputs(dtype))
+        ref_lo = _outputs_and_grads(torch_fn, make_inputs(dtype)) if dtype != torch.float64 else ref64
+        assert fast.keys() == ref64.keys()
+        for key in ref64:
+            assert_close_to_reference(fast[key], ref_lo[key], ref64[key], name=f"{triton_fn.__name__} {dtype} {key}")
+
+
+def _rand(*shape, seed, scale=1.0, uniform=False):
+    g = torch.Generator().manual_seed(seed)
+    draw = torch.rand if uniform else torch.randn
+    return draw(*shape, generator=g, dtype=torch.float64) * scale
+
+
+def _leaf(t64, dtype, requires_grad=True):
+    return t64.to(device=DEVICE, dtype=dtype, copy=True).requires_grad_(requires_grad)
+
+
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+@pytest.mark.parametrize("indexed", [False, True])
+@pytest.mark.parametrize("N,H,C", [(13, 40, 5), (70, 19, 2)])
+def test_class_conditional_matches_torch(N, H, C, indexed, activation):
+    a64 = _rand(N, H, seed=1)
+    weight64 = _rand(H, 11 + C, seed=2)  # [W_v | W_y]: w_y is a non-contiguous column slice
+    classes = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(3)).to(DEVICE) if indexed else None
+
+    def make(dtype):
+        w_y = _leaf(weight64, dtype)[:, 11:].detach().requires_grad_(True)  # strides (11 + C, 1)
+        assert not w_y.is_contiguous()
+        return {"a": _leaf(a64, dtype), "w_y": w_y, "classes": classes, "activation": activation}
+
+    ops = _ops()
+    check_op_against_torch(ops.class_conditional_activation, class_conditional_activation_torch, make)
+
+
+def test_class_conditional_non_contiguous_w_y_gradient_reaches_weight():
+    """w_y arrives as weight[:, x_dim:], a strided view; its gradient lands in those columns of weight."""
+    ops = _ops()
+    weight = _leaf(_rand(19, 30 + 4, seed=4), torch.float64)
+    a = _leaf(_rand(6, 19, seed=5), torch.float64)
+    w_y = weight[:, 30:]
+    assert w_y.stride() == (34, 1)
+    out = ops.class_conditional_activation(a, w_y, None, "softplus")
+    out.sum().backward()
+    expected_out = class_conditional_activation_torch(a, weight[:, 30:], None, "softplus")
+    expected = torch.autograd.grad(expected_out.sum(), weight)[0]
+    torch.testing.assert_close(weight.grad, expected, rtol=1e-12, atol=1e-12)
+    assert torch.all(weight.grad[:, :30] == 0)
+
+
+@pytest.mark.parametrize("R,Z", [(37, 5), (9, 70)])
+def test_gaussian_matches_torch(R, Z):
+    head64 = _rand(R, 2 * Z, seed=6)
+    eps64 = _rand(Z, R, seed=7)
+
+    def make(dtype):
+        eps = _leaf(eps64, dtype)
+        eps_t = eps.t().detach().requires_grad_(True)  # (R, Z), strides (1, R): non-contiguous
+        return {"head": _leaf(head64, dtype), "eps": eps_t}
+
+    check_op_against_torch(_ops().gaussian_reparam_kl, gaussian_reparam_kl_torch, make)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("N,C,D,H", [(5, 7, 150, 40), (1, 1, 37, 19), (3, 17, 37, 19)])
+def test_bernoulli_linear_matches_torch(N, C, D, H, bias):
+    h64 = _rand(C, N, H, seed=8)
+    w64 = _rand(H, D, seed=9, scale=0.3)
+    b64 = _rand(D, seed=10)
+    x64 = _rand(N, 2 * D, seed=11, uniform=True)
+
+    def make(dtype):
+        return {
+            "h": _leaf(h64, dtype).transpose(0, 1).detach().requires_grad_(True),  # (N, C, H), rows strided
+            "weight": _leaf(w64, dtype).t().detach().requires_grad_(True),  # (D, H), column-major
+            "bias": _leaf(b64, dtype) if bias else None,
+            "x": _leaf(x64, dtype)[:, ::2].detach().requires_grad_(True),  # (N, D), stride 2 along D
+        }
+
+    check_op_against_torch(_ops().bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make)
+
+
+def test_bernoulli_linear_recompute_matches_torch():
+    import ssvae_fast.triton as st
+
+    h64, w64, b64, x64 = _rand(4, 3, 40, seed=12), _rand(150, 40, seed=13, scale=0.3), _rand(150, seed=14), _rand(
+        4, 150, seed=15, uniform=True
+    )
+
+    def make(dtype):
+        return {"h": _leaf(h64, dtype), "weight": _leaf(w64, dtype), "bias": _leaf(b64, dtype), "x": _leaf(x64, dtype)}
+
+    with st.set_bernoulli_recompute(True):
+        check_op_against_torch(_ops().bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make)
+
+
+@pytest.mark.parametrize("n_l,n_u,C", [(5, 9, 2), (5, 9, 17), (50, 90, 17), (0, 6, 10), (6, 0, 10)])
+def test_elbo_matches_torch(n_l, n_u, C):
+    logits64 = _rand(n_l + n_u, C, seed=16, scale=2.0)
+    y_l = torch.randint(0, C, (n_l,), generator=torch.Generator().manual_seed(17)).to(DEVICE)
+    ll_l64, kl_l64 = _rand(n_l, seed=18, scale=30.0), _rand(n_l, seed=19, uniform=True, scale=5.0)
+    ll_u64, kl_u64 = _rand(C, n_u, seed=20, scale=30.0), _rand(n_u, C, seed=21, uniform=True, scale=5.0)
+
+    def make(dtype):
+        return {
+            "logits_y": _leaf(logits64, dtype),
+            "y_l": y_l,
+            "ll_l": _leaf(ll_l64, dtype),
+            "kl_l": _leaf(kl_l64, dtype),
+            "ll_u": _leaf(ll_u64, dtype).t().detach().requires_grad_(True),  # non-contiguous
+            "kl_u": _leaf(kl_u64, dtype),
+            "alpha": 1.3,
+        }
+
+    check_op_against_torch(_ops().elbo_reduction, elbo_reduction_torch, make)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_ops_match_torch(dtype):
+    """bf16/fp16 inputs, fp32 accumulation, outputs in the input dtype, under the tolerance rule. The
+    Bernoulli op needs a half-precision tl.dot, which the interpreter lacks: GPU only."""
+    ops, dtypes = _ops(), (dtype,)
+    a64, w64 = _rand(13, 40, seed=40), _rand(40, 16, seed=41)
+    classes = torch.randint(0, 5, (13,), generator=torch.Generator().manual_seed(42)).to(DEVICE)
+    for cls in (None, classes):
+        check_op_against_torch(
+            ops.class_conditional_activation, class_conditional_activation_torch,
+            lambda dt: {"a": _leaf(a64, dt), "w_y": _leaf(w64, dt)[:, 11:], "classes": cls, "activation": "softplus"},
+            dtypes=dtypes,
+        )
+    head64, eps64 = _rand(37, 10, seed=43), _rand(37, 5, seed=44)
+    check_op_against_torch(
+        ops.gaussian_reparam_kl, gaussian_reparam_kl_torch,
+        lambda dt: {"head": _leaf(head64, dt), "eps": _leaf(eps64, dt)}, dtypes=dtypes,
+    )
+    logits64, ll_l64, kl_l64 = _rand(14, 10, seed=45), _rand(5, seed=46, scale=30.0), _rand(5, seed=47, uniform=True)
+    ll_u64, kl_u64 = _rand(9, 10, seed=48, scale=30.0), _rand(9, 10, seed=49, uniform=True)
+    y_l = torch.randint(0, 10, (5,), generator=torch.Generator().manual_seed(50)).to(DEVICE)
+    check_op_against_torch(
+        ops.elbo_reduction, elbo_reduction_torch,
+        lambda dt: {"logits_y": _leaf(logits64, dt), "y_l": y_l, "ll_l": _leaf(ll_l64, dt), "kl_l": _leaf(kl_l64, dt),
+                    "ll_u": _leaf(ll_u64, dt), "kl_u": _leaf(kl_u64, dt), "alpha": 1.3},
+        dtypes=dtypes,
+    )
+    if HAS_CUDA:
+        h64, wo64, b64, x64 = _rand(5, 7, 40, seed=51), _rand(150, 40, seed=52, scale=0.3), _rand(150, seed=53), _rand(
+            5, 150, seed=54, uniform=True)
+        check_op_against_torch(
+            ops.bernoulli_loglik_linear, bernoulli_loglik_linear_torch,
+            lambda dt: {"h": _leaf(h64, dt), "weight": _leaf(wo64, dt), "bias": _leaf(b64, dt), "x": _leaf(x64, dt)},
+            dtypes=dtypes,
+        )
+
+
+# ------------------------------------------------------------------------------------------------------
+# Extreme values: finite, and equal to the torch formula.
+# ------------------------------------------------------------------------------------------------------
+EXTREME = torch.tensor([-1e4, -100.0, -30.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 30.0, 100.0, 1e4], dtype=torch.float64)
+
+
+def test_bernoulli_linear_extreme_logits():
+    # h[n, c, 0] = 1 and W[:, 0] = EXTREME make l[n, c, :] = EXTREME + b with |l| up to 1e4.
+    D, H, N, C = EXTREME.numel(), 3, 2, 3
+    h64 = torch.zeros(N, C, H, dtype=torch.float64)
+    h64[..., 0] = 1.0
+    h64[..., 1] = _rand(N, C, seed=22, scale=0.1)
+    w64 = torch.zeros(D, H, dtype=torch.float64)
+    w64[:, 0] = EXTREME
+    w64[:, 1] = _rand(D, seed=23)
+    b64 = _rand(D, seed=24, scale=0.1)
+    x64 = _rand(N, D, seed=25, uniform=True)
+
+    def make(dtype):
+        return {"h": _leaf(h64, dtype), "weight": _leaf(w64, dtype), "bias": _leaf(b64, dtype), "x": _leaf(x64, dtype)}
+
+    check_op_against_torch(_ops().bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make)
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_class_conditional_extreme_preactivations(indexed):
+    a64 = EXTREME.repeat(3, 1)  # (3, 11)
+    w64 = _rand(11, 4, seed=26, scale=1e-2)
+    classes = torch.tensor([0, 3, 1], device=DEVICE) if indexed else None
+
+    def make(dtype):
+        return {"a": _leaf(a64, dtype), "w_y": _leaf(w64, dtype), "classes": classes, "activation": "softplus"}
+
+    check_op_against_torch(_ops().class_conditional_activation, class_conditional_activation_torch, make)
+
+
+def test_gaussian_extreme_logvar():
+    Z = 8
+    logvar64 = torch.linspace(-80, 80, 3 * Z, dtype=torch.float64).view(3, Z)  # exp(80) is finite in fp32
+    head64 = torch.cat([_rand(3, Z, seed=27, scale=100.0), logvar64], 1)
+    eps64 = _rand(3, Z, seed=28)
+
+    def make(dtype):
+        return {"head": _leaf(head64, dtype), "eps": _leaf(eps64, dtype)}
+
+    check_op_against_torch(_ops().gaussian_reparam_kl, gaussian_reparam_kl_torch, make)
+
+
+def test_elbo_extreme_logits():
+    n_l, n_u, C = 3, 3, EXTREME.numel()
+    logits64 = torch.stack([EXTREME, EXTREME.flip(0), EXTREME * 0.5, EXTREME, -EXTREME, EXTREME.roll(3)])
+
+    def make(dtype):
+        return {
+            "logits_y": _leaf(logits64, dtype),
+            "y_l": torch.tensor([0, 10, 5], device=DEVICE),  # the least likely class, the most likely, the middle
+            "ll_l": _leaf(_rand(n_l, seed=29, scale=30.0), dtype),
+            "kl_l": _leaf(_rand(n_l, seed=30, uniform=True), dtype),
+            "ll_u": _leaf(_rand(n_u, C, seed=31, scale=30.0), dtype),
+            "kl_u": _leaf(_rand(n_u, C, seed=32, uniform=True), dtype),
+            "alpha": 0.7,
+        }
+
+    check_op_against_torch(_ops().elbo_reduction, elbo_reduction_torch, make)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Empty inputs: right shapes, zero gradients.
+# ------------------------------------------------------------------------------------------------------
+def _assert_empty_op(out_shapes, outs, leaves):
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    assert [tuple(o.shape) for o in outs] == out_shapes
+    sum(o.sum() for o in outs).backward()
+    for name, leaf in leaves.items():
+        assert leaf.grad is not None and leaf.grad.shape == leaf.shape, name
+        assert torch.all(leaf.grad == 0), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_empty_inputs(dtype):
+    ops = _ops()
+    z = lambda *s: torch.zeros(*s, dtype=dtype, device=DEVICE, requires_grad=True)  # noqa: E731
+    rand = lambda *s: torch.rand(*s, dtype=dtype, device=DEVICE).requires_grad_(True)  # noqa: E731
+    no_rows = torch.empty(0, dtype=torch.int64, device=DEVICE)
+
+    a, w = z(0, 19), rand(19, 4)
+    _assert_empty_op([(0, 4, 19)], ops.class_conditional_activation(a, w, None, "softplus"), {"a": a, "w_y": w})
+    a, w = z(0, 19), rand(19, 4)
+    _assert_empty_op([(0, 19)], ops.class_conditional_activation(a, w, no_rows, "relu"), {"a": a, "w_y": w})
+
+    head, eps = z(0, 10), z(0, 5)
+    _assert_empty_op([(0, 5), (0,)], ops.gaussian_reparam_kl(head, eps), {"head": head, "eps": eps})
+
+    for h_shape in [(0, 1, 19), (0, 10, 19)]:
+        h, weight, bias, x = z(*h_shape), rand(37, 19), rand(37), z(0, 37)
+        leaves = {"h": h, "weight": weight, "bias": bias, "x": x}
+        _assert_empty_op([h_shape[:2]], ops.bernoulli_loglik_linear(h, weight, bias, x), leaves)
+
+    logits, ll_l, kl_l, ll_u, kl_u = z(0, 3), z(0), z(0), z(0, 3), z(0, 3)
+    _assert_empty_op(
+        [(0,)],
+        ops.elbo_reduction(logits, no_rows, ll_l, kl_l, ll_u, kl_u, 1.0),
+        {"logits_y": logits, "ll_l": ll_l, "kl_l": kl_l, "ll_u": ll_u, "kl_u": kl_u},
+    )
+
+
+# ------------------------------------------------------------------------------------------------------
+# gradcheck in float64 (finite differences through the kernels).
+# ------------------------------------------------------------------------------------------------------
+def test_gradcheck_float64():
+    ops = _ops()
+    f64 = dict(dtype=torch.float64, device=DEVICE)
+    g = torch.Generator(device=DEVICE).manual_seed(33)
+    r = lambda *s: torch.randn(*s, generator=g, **f64).requires_grad_(True)  # noqa: E731
+
+    a, weight = r(3, 5), r(5, 7)
+    classes = torch.tensor([2, 0, 1], device=DEVICE)
+    for act in ("softplus", "relu"):
+        for cls in (None, classes):
+            fn = lambda a, w: ops.class_conditional_activation(a, w[:, 4:], cls, act)  # noqa: E731
+            assert torch.autograd.gradcheck(fn, (a, weight))
+    assert torch.autograd.gradcheck(ops.gaussian_reparam_kl, (r(3, 4), r(3, 2)))
+    x = torch.rand(2, 6, generator=g, **f64).requires_grad_(True)
+    assert torch.autograd.gradcheck(ops.bernoulli_loglik_linear, (r(2, 3, 4), r(6, 4), r(6), x))
+    assert torch.autograd.gradcheck(ops.bernoulli_loglik_linear, (r(2, 3, 4), r(6, 4), None, x))
+    y_l = torch.tensor([1, 0], device=DEVICE)
+    assert torch.autograd.gradcheck(
+        lambda lg, a, b, c, d: ops.elbo_reduction(lg, y_l, a, b, c, d, 0.9), (r(5, 3), r(2), r(2), r(3, 3), r(3, 3))
+    )
+
+
+# ------------------------------------------------------------------------------------------------------
+# Errors.
+# ------------------------------------------------------------------------------------------------------
+def test_launcher_errors():
+    ops = _ops()
+    f32 = dict(dtype=torch.float32, device=DEVICE)
+    with pytest.raises(TypeError, match="one dtype"):
+        ops.bernoulli_loglik_linear(torch.rand(2, 3, 4, **f32), torch.rand(5, 4, dtype=torch.float64, device=DEVICE),
+                                    None, torch.rand(2, 5, **f32))
+    with pytest.raises(TypeError, match="int64"):
+        ops.class_conditional_activation(torch.rand(2, 4, **f32), torch.rand(4, 3, **f32),
+                                         torch.tensor([0, 1], dtype=torch.int32, device=DEVICE), "relu")
+    with pytest.raises(ValueError, match="activation"):
+        ops.class_conditional_activation(torch.rand(2, 4, **f32), torch.rand(4, 3, **f32), None, "tanh")
+    with pytest.raises(ValueError, match="eps must be"):
+        ops.gaussian_reparam_kl(torch.rand(2, 4, **f32), torch.rand(2, 3, **f32))
+    import ssvae_fast.triton as st
+
+    with pytest.raises(ValueError, match="input_precision"):
+        st.set_input_precision("bf16")
+
+
+# ------------------------------------------------------------------------------------------------------
+# torch.compile and training.
+# ------------------------------------------------------------------------------------------------------
+def test_torch_compile_fullgraph_through_custom_ops():
+    """fused.per_example_losses with the Triton ops compiles as one graph (fullgraph=True, forward and
+    backward) containing all four custom ops, and matches eager."""
+    model = make_model(13, 3, 4, 11, device=DEVICE)
+    batch = make_batch(model, 2, 3, device=DEVICE)
+    ops = _ops()
+    seen = []
+
+    def recording_backend(gm, example_inputs):
+        seen.append(str(gm.graph))
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    def loss_fn(x_l, y_l, x_u, eps_l, eps_u):
+        return fused.per_example_losses(model, ops, x_l, y_l, x_u, eps_l, eps_u, 1.3).sum()
+
+    def loss_and_grads(fn):
+        model.zero_grad(set_to_none=True)
+        inputs = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in batch.args()]
+        loss = fn(*inputs)
+        loss.backward()
+        grads = [t.grad for t in inputs if t.is_floating_point()] + [p.grad.clone() for p in model.parameters()]
+        return loss.detach(), grads
+
+    torch._dynamo.reset()
+    compiled_loss, compiled_grads = loss_and_grads(torch.compile(loss_fn, backend=recording_backend, fullgraph=True))
+    assert len(seen) == 1
+    for name in ("class_conditional_activation_triton", "gaussian_reparam_kl_triton",
+                 "bernoulli_loglik_linear_triton", "elbo_reduction_triton"):
+        assert name in seen[0], name
+    eager_loss, eager_grads = loss_and_grads(loss_fn)
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-6, atol=1e-6)
+    for compiled_grad, eager_grad in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_compile_model_loss_has_no_break_in_fused_ops():
+    """torch._dynamo.explain(model.loss): no graph break inside the fused ops (breaks, if any, may only
+    come from backend resolution in model.py/backends.py, outside the ops)."""
+    model = make_model(13, 3, 4, 11, device=DEVICE)
+    model.backend = "triton"
+    batch = make_batch(model, 2, 3, device=DEVICE)
+
+    def loss(x_l, y_l, x_u, eps_l, eps_u):
+        return model.loss(x_l, y_l, x_u, alpha=1.0, eps_l=eps_l, eps_u=eps_u)
+
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(loss)(*batch.args())
+    for reason in explanation.break_reasons:
+        files = [frame.filename for frame in reason.user_stack]
+        assert not any(f.endswith(("fused.py", "triton_ops.py")) for f in files), reason.reason
+
+
+def test_m2_trains_with_triton_backend():
+    torch.manual_seed(0)
+    model = M2(37, 3, 5, hidden=(19,), backend="triton").to(DEVICE)
+    assert model.resolved_backend() == "triton"
+    g = torch.Generator().manual_seed(1)
+    x_l, x_u = torch.rand(6, 37, generator=g).to(DEVICE), torch.rand(6, 37, generator=g).to(DEVICE)
+    y_l = torch.randint(0, 3, (6,), generator=g).to(DEVICE)
+    eps_l, eps_u = torch.randn(6, 5, generator=g).to(DEVICE), torch.randn(6, 3, 5, generator=g).to(DEVICE)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = model.loss(x_l, y_l, x_u, alpha=1.0, eps_l=eps_l, eps_u=eps_u)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0] - 1.0, losses
+
+
+# ------------------------------------------------------------------------------------------------------
+# GPU only.
+# ------------------------------------------------------------------------------------------------------
+@needs_cuda
+def test_gpu_tf32_against_tolerance_rule():
+    """Default GPU precision: TF32 products in the Bernoulli GEMM. The reference runs with TF32 matmuls too
+    (allow_tf32), so the rule compares like with like: no worse than twice the TF32 reference's error."""
+    import ssvae_fast.triton as st
+
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with st.set_input_precision("tf32"):
+            check_backend("triton", 33, 10, "mixed", device="cuda", check_float64=False)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_half_precision_against_tolerance_rule(dtype):
+    check_backend("triton", 33, 10, "mixed", dtype=dtype, device="cuda", check_float64=False)
+
+
+@needs_cuda
+def test_gpu_cuda_graph_training_step():
+    """A whole training step (loss, backward, SGD step) captured in a CUDA graph and replayed matches eager."""
+    model = make_model(37, 10, 5, 19, device="cuda")
+    model.backend = "triton"
+    twin = cast_model(model, torch.float32)
+    batch = make_batch(model, 8, 8, device="cuda")
+    static = [t.clone() for t in batch.args()]
+
+    def step(m, opt, args):
+        opt.zero_grad(set_to_none=False)
+        x_l, y_l, x_u, eps_l, eps_u = args
+        loss = m.loss(x_l, y_l, x_u, alpha=1.0, eps_l=eps_l, eps_u=eps_u)
+        loss.backward()
+        opt.step()
+        return loss
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: autotuning and allocations outside the capture
+        for _ in range(3):
+            step(model, opt, static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step(model, opt, static)
+
+    opt_twin = torch.optim.SGD(twin.parameters(), lr=1e-2)
+    for _ in range(3):
+        step(twin, opt_twin, static)
+    for _ in range(2):
+        graph.replay()
+        eager_loss = step(twin, opt_twin, static)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(static_loss, eager_loss, rtol=1e-5, atol=1e-5)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@needs_cuda
+@pytest.mark.skipif(
+    HAS_CUDA and torch.cuda.get_device_properties(0).total_memory < 40 * 2**30, reason="needs a GPU with 40 GB"
+)
+def test_gpu_int64_offsets():
+    """Outputs past 2**31 elements: the last rows of the Bernoulli s buffer and the class-conditional
+    (N, C, H) output are right (int32 offsets would wrap)."""
+    torch.manual_seed(0)
+    N, C, D, H = 700_000, 4, 784, 16  # M * D = 2.2e9 > 2**31
+    h = torch.randn(N, C, H, device="cuda") * 0.3
+    weight, bias = torch.randn(D, H, device="cuda") * 0.3, torch.randn(D, device="cuda")
+    x = torch.rand(N, D, device="cuda")
+    ll, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_triton(h, weight, bias, x, True)
+    tail = slice(N - 3, N)
+    logits = torch.nn.functional.linear(h[tail].double(), weight.double(), bias.double())
+    torch.testing.assert_close(ll[tail].double(), bernoulli_loglik_linear_torch(h[tail].double(), weight.double(),
+                                                                                  bias.double(), x[tail].double()),
+                               rtol=1e-5, atol=1e-3)
+    expected_s = (x[tail].double().unsqueeze(1) - torch.sigmoid(logits)).reshape(-1, D)
+    torch.testing.assert_close(s[-3 * C:].double(), expected_s, rtol=1e-4, atol=1e-5)
+    del ll, s, h, x
+
+    N, C, H = 1_100_000, 4, 512  # N * C * H = 2.25e9 > 2**31
+    a, w_y = torch.randn(N, H, device="cuda"), torch.randn(H, C, device="cuda")
+    out = _ops().class_conditional_activation(a, w_y, None, "relu")
+    torch.testing.assert_close(out[-2:], torch.relu(a[-2:, None, :] + w_y.t()[None]))
