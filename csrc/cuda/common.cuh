@@ -30,6 +30,28 @@ __device__ __forceinline__ T warp_reduce_sum(T value) {
   return value;
 }
 
+// Sum over the 32 lanes of a warp by a butterfly (XOR shuffles); every lane gets the same bits (each
+// step adds a pair in both lanes, and a + b == b + a exactly), in a fixed order: deterministic.
+// All 32 lanes must call it.
+template <typename T>
+__device__ __forceinline__ T warp_allreduce_sum(T value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    value += __shfl_xor_sync(0xffffffffu, value, offset);
+  }
+  return value;
+}
+
+// Maximum over the 32 lanes of a warp (fmax: a NaN lane is ignored), valid in every lane.
+template <typename T>
+__device__ __forceinline__ T warp_allreduce_max(T value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    value = fmax(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  }
+  return value;
+}
+
 // Sum over the kBlockSize threads of a block (a fixed tree, so deterministic); valid in thread 0.
 // Every thread of the block must call it.
 template <int kBlockSize, typename T>

@@ -1,0 +1,650 @@
+"""The `cuda` backend's four ops: launchers (check, allocate, launch) and `torch.library.custom_op`s around
+the CUDA kernels of the compiled extension `ssvae_fast._C_cuda` (csrc/cuda/<op>.cu).
+
+Each op has the signature and semantics of its plain-torch face in this package
+(`class_conditional_activation_torch`, `gaussian_reparam_kl_torch`, `bernoulli_loglik_linear_torch`,
+`elbo_reduction_torch`). Every forward kernel is a custom op `ssvae_fast::<op>_cuda` with a fake (meta)
+implementation and an autograd formula that calls a second custom op `ssvae_fast::<op>_cuda_backward`, so
+`torch.compile` traces through them without graph breaks and CUDA graphs capture them: the launchers never
+synchronize with the host, launch on torch's current stream (`torch.cuda.current_stream().cuda_stream`)
+and take their workspaces from torch's caching allocator.
+
+Devices and dtypes: CUDA tensors, one device per call; float32, float64, bfloat16 or float16, one dtype
+for all float inputs of an op; class indices int64. Inputs are passed with their strides (no copies),
+except that h must be viewable as (N*C, H) and the output gradients of the class-conditional op are made
+contiguous. Every reduction accumulates in float32 (float64 for float64 inputs); outputs have the input
+dtype. Under `torch.autocast("cuda")` the public functions cast first, as torch would: the Bernoulli op (a
+GEMM, like the linear layers autocast casts) takes its float32/16-bit inputs in the autocast dtype; the
+elementwise ops promote mixed inputs to the widest dtype (a bf16 activation meeting a float32 weight
+column runs in float32). Outside autocast, mixed dtypes are an error. No float atomics: results are
+bitwise reproducible run to run on the same GPU. Gradients flow to every float input; second derivatives
+are not implemented. Empty inputs give empty outputs and zero gradients. Class indices are not
+range-checked on the device (no host sync): an out-of-range class gives NaN, never an out-of-bounds read.
+
+Precision of the Bernoulli GEMM (the only matrix product inside a kernel), `set_precision`:
+
+    "tf32" (default)  tensor cores through nvcuda::wmma: float32 inputs rounded to TF32 (10-bit mantissa),
+                      bfloat16/float16 inputs as they are; fp32 accumulation. The speed setting.
+    "ieee"            FMA tiles on the CUDA cores: exact float products (the equivalence tests use it).
+
+float64 always uses exact float64 FMAs. The environment variable SSVAE_FAST_CUDA_PRECISION sets the
+default. The backward GEMMs of that op run in torch (cuBLAS) and follow torch's own matmul settings
+(`torch.backends.cuda.matmul.allow_tf32`, False by default).
+
+Memory: when a gradient is needed, the Bernoulli forward keeps s = x - sigmoid(l), (N*C, D) in the input
+dtype, for the backward (DESIGN.md section 2, item 3: "produce dl in forward"); the logits themselves
+never reach device memory.
+"""
+
+# No `from __future__ import annotations`: torch.library.custom_op infers each op's schema from real
+# annotations (string annotations are only understood by recent torch versions).
+import os
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import _ext
+from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
+from .class_conditional import check_class_conditional_inputs
+from .elbo import check_elbo_inputs
+from .gaussian import check_gaussian_inputs
+
+__all__ = [
+    "cuda_ops",
+    "class_conditional_activation_cuda",
+    "gaussian_reparam_kl_cuda",
+    "bernoulli_loglik_linear_cuda",
+    "elbo_reduction_cuda",
+    "PRECISIONS",
+    "get_precision",
+    "set_precision",
+]
+
+_DTYPE_NAMES = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+}
+_ACTIVATIONS = ("softplus", "relu")
+PRECISIONS = ("ieee", "tf32")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Settings.
+# ------------------------------------------------------------------------------------------------------
+def _default_precision() -> str:
+    value = os.environ.get("SSVAE_FAST_CUDA_PRECISION", "tf32")
+    if value not in PRECISIONS:
+        raise ValueError(f"SSVAE_FAST_CUDA_PRECISION must be one of {PRECISIONS}, got {value!r}")
+    return value
+
+
+_settings = {"precision": _default_precision()}
+
+
+def get_precision() -> str:
+    """The precision of the Bernoulli kernel's float32/16-bit GEMM: "tf32" (default) or "ieee"."""
+    return _settings["precision"]
+
+
+class _Restore:
+    """Returned by `set_precision`: ignoring it keeps the new value; `with` restores the previous one."""
+
+    def __init__(self, previous: str):
+        self._previous = previous
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _settings["precision"] = self._previous
+
+
+def set_precision(precision: str) -> _Restore:
+    """Set the Bernoulli GEMM precision ("ieee" or "tf32"), read at every call (also inside torch.compile'd
+    graphs, which guard on it). Usable as a context manager: `with set_precision("ieee"): ...`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    previous = _settings["precision"]
+    _settings["precision"] = precision
+    return _Restore(previous)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checks and launch helpers.
+# ------------------------------------------------------------------------------------------------------
+def _check_tensors(op: str, floats: dict, ints: Optional[dict] = None) -> None:
+    """One CUDA device and one float dtype among _DTYPE_NAMES for `floats`, int64 for `ints`; ValueError
+    (devices) or TypeError (dtypes) naming the offending tensors otherwise. None entries are skipped."""
+    floats = {k: v for k, v in floats.items() if v is not None}
+    ints = {k: v for k, v in (ints or {}).items() if v is not None}
+    everything = {**floats, **ints}
+    for name, t in everything.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
+    devices = {t.device for t in everything.values()}
+    if len(devices) != 1:
+        listed = ", ".join(f"{k} on {t.device}" for k, t in everything.items())
+        raise ValueError(f"{op}: all tensors must be on one CUDA device, got {listed}")
+    device = next(iter(devices))
+    if device.type != "cuda":
+        raise ValueError(
+            f"{op}: the cuda backend runs on CUDA tensors, got tensors on {device}; move them with "
+            ".to('cuda') or use backend 'torch' or 'cpu' on the CPU"
+        )
+    dtypes = {t.dtype for t in floats.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _DTYPE_NAMES:
+        listed = ", ".join(f"{k} {t.dtype}" for k, t in floats.items())
+        raise TypeError(f"{op}: float inputs must share one dtype among {tuple(_DTYPE_NAMES)}, got {listed}")
+    for name, t in ints.items():
+        if t.dtype != torch.int64:
+            raise TypeError(f"{op}: {name} must be int64 class indices, got {t.dtype}")
+
+
+def _autocast_inputs(tensors: tuple, matmul: bool) -> tuple:
+    """`tensors` as the op takes them under torch.autocast("cuda") (see the module docstring); unchanged
+    outside autocast. matmul: cast every float32/16-bit tensor to the autocast dtype (float64 is never
+    autocast); otherwise promote mixed float dtypes to the widest. Casts are differentiable."""
+    floats = [t for t in tensors if isinstance(t, Tensor) and t.is_floating_point()]
+    if not floats or not torch.is_autocast_enabled("cuda"):
+        return tensors
+    if matmul:
+        target = torch.get_autocast_dtype("cuda")
+        eligible = lambda t: t.dtype != torch.float64  # noqa: E731
+    else:
+        target = floats[0].dtype
+        for t in floats[1:]:
+            target = torch.promote_types(target, t.dtype)
+        eligible = lambda t: True  # noqa: E731
+    return tuple(
+        t.to(target) if isinstance(t, Tensor) and t.is_floating_point() and eligible(t) else t for t in tensors
+    )
+
+
+def _require_cuda(op: str, *tensors: Optional[Tensor]) -> None:
+    """Guard of every custom-op implementation (reached directly through torch.ops.ssvae_fast.*)."""
+    for t in tensors:
+        if t is not None and t.device.type != "cuda":
+            raise ValueError(f"{op}: the cuda backend's kernels need CUDA tensors, got a tensor on {t.device}")
+
+
+def _ext_module():
+    """ssvae_fast._C_cuda with this backend's kernels; RuntimeError saying how to get it otherwise."""
+    ext = _ext.require_cuda_ext()
+    if not hasattr(ext, "bernoulli_loglik_linear_forward"):
+        raise RuntimeError(
+            "ssvae_fast._C_cuda was built before the cuda backend's kernels existed; rebuild it where nvcc is "
+            "on PATH: `SSVAE_FAST_CUDA=1 pip install -e .` (or `python setup.py build_ext --inplace`)"
+        )
+    return ext
+
+
+def _stream(t: Tensor) -> int:
+    """torch's current stream on t's device, as the integer the extension takes."""
+    return torch.cuda.current_stream(t.device).cuda_stream
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+# ======================================================================================================
+# 1. Class-conditional first layer: act(a + w_y[:, c]).
+# ======================================================================================================
+@torch.library.custom_op("ssvae_fast::class_conditional_activation_cuda", mutates_args=())
+def _class_conditional_op(a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str) -> Tensor:
+    _require_cuda("class_conditional_activation_cuda", a, w_y, classes)
+    N, H = a.shape
+    C = w_y.shape[1]
+    out = a.new_empty((N, C, H) if classes is None else (N, H))
+    if out.numel() == 0:
+        return out
+    ext = _ext_module()
+    with torch.cuda.device(a.device):
+        ext.class_conditional_forward(
+            a_ptr=a.data_ptr(), w_y_ptr=w_y.data_ptr(), classes_ptr=_ptr(classes), out_ptr=out.data_ptr(),
+            N=N, H=H, C=C,
+            stride_an=a.stride(0), stride_ah=a.stride(1), stride_wh=w_y.stride(0), stride_wc=w_y.stride(1),
+            stride_cls=0 if classes is None else classes.stride(0),
+            activation=activation, dtype=_DTYPE_NAMES[a.dtype], stream=_stream(a),
+        )
+    return out
+
+
+@_class_conditional_op.register_fake
+def _(a, w_y, classes, activation):
+    N, H = a.shape
+    return a.new_empty((N, w_y.shape[1], H) if classes is None else (N, H))
+
+
+@torch.library.custom_op("ssvae_fast::class_conditional_activation_cuda_backward", mutates_args=())
+def _class_conditional_backward_op(
+    grad: Tensor, a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str
+) -> Tuple[Tensor, Tensor]:
+    """(da (N, H), dw_y (H, C)), both contiguous; see the VJP in csrc/cuda/class_conditional.cu."""
+    _require_cuda("class_conditional_activation_cuda_backward", grad, a, w_y, classes)
+    N, H = a.shape
+    C = w_y.shape[1]
+    da = a.new_empty((N, H))
+    dw_y = a.new_empty((H, C))
+    if da.numel() == 0 and dw_y.numel() == 0:
+        return da, dw_y
+    ext = _ext_module()
+    grad = grad.contiguous()
+    # Per-row-block partial sums of dw_y, summed in a fixed order by a second kernel (zeros when N == 0).
+    dw_partial = a.new_empty(
+        (_cdiv(N, ext.CLASS_CONDITIONAL_BACKWARD_ROWS), C, H), dtype=_compute_dtype(a.dtype)
+    )
+    with torch.cuda.device(a.device):
+        ext.class_conditional_backward(
+            grad_ptr=grad.data_ptr(), a_ptr=a.data_ptr(), w_y_ptr=w_y.data_ptr(), classes_ptr=_ptr(classes),
+            da_ptr=da.data_ptr(), dw_partial_ptr=dw_partial.data_ptr(), dw_y_ptr=dw_y.data_ptr(),
+            N=N, H=H, C=C,
+            stride_an=a.stride(0), stride_ah=a.stride(1), stride_wh=w_y.stride(0), stride_wc=w_y.stride(1),
+            stride_cls=0 if classes is None else classes.stride(0),
+            activation=activation, dtype=_DTYPE_NAMES[a.dtype], stream=_stream(a),
+        )
+    return da, dw_y
+
+
+@_class_conditional_backward_op.register_fake
+def _(grad, a, w_y, classes, activation):
+    return a.new_empty(a.shape), a.new_empty(w_y.shape)
+
+
+def _class_conditional_setup_context(ctx, inputs, output) -> None:
+    a, w_y, classes, activation = inputs
+    ctx.save_for_backward(a, w_y, classes)
+    ctx.activation = activation
+
+
+def _class_conditional_backward(ctx, grad):
+    a, w_y, classes = ctx.saved_tensors
+    da, dw_y = _class_conditional_backward_op(grad, a, w_y, classes, ctx.activation)
+    needs = ctx.needs_input_grad
+    return (da if needs[0] else None, dw_y if needs[1] else None, None, None)
+
+
+_class_conditional_op.register_autograd(_class_conditional_backward, setup_context=_class_conditional_setup_context)
+
+
+def class_conditional_activation_cuda(
+    a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str
+) -> Tensor:
+    """Hidden activations of a first layer acting on [v, onehot(class)], by the CUDA kernels.
+
+    a: (N, H) = W_v v + b; w_y: (H, C) class columns (any strides: a column slice of the weight is read in
+    place). classes None -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]); classes (N,) int64 -> (N, H),
+    out[n] = act(a[n] + w_y[:, classes[n]]). activation: "softplus" or "relu". Computes in fp32 (fp64 for
+    fp64 inputs); differentiable in a and w_y (dw_y reduced without atomics: deterministic).
+    """
+    check_class_conditional_inputs(a, w_y, classes)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {_ACTIVATIONS}")
+    a, w_y = _autocast_inputs((a, w_y), matmul=False)
+    _check_tensors("class_conditional_activation_cuda", {"a": a, "w_y": w_y}, {"classes": classes})
+    return _class_conditional_op(a, w_y, classes, activation)
+
+
+# ======================================================================================================
+# 2. Gaussian head epilogue: [mu, logvar], eps -> z, kl.
+# ======================================================================================================
+@torch.library.custom_op("ssvae_fast::gaussian_reparam_kl_cuda", mutates_args=())
+def _gaussian_op(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
+    _require_cuda("gaussian_reparam_kl_cuda", head, eps)
+    R, Z = eps.shape
+    z = head.new_empty((R, Z))
+    kl = head.new_empty((R,))
+    if R == 0:
+        return z, kl
+    ext = _ext_module()
+    with torch.cuda.device(head.device):
+        ext.gaussian_reparam_kl_forward(
+            head_ptr=head.data_ptr(), eps_ptr=eps.data_ptr(), z_ptr=z.data_ptr(), kl_ptr=kl.data_ptr(),
+            R=R, Z=Z,
+            stride_hr=head.stride(0), stride_hz=head.stride(1), stride_er=eps.stride(0), stride_ez=eps.stride(1),
+            dtype=_DTYPE_NAMES[head.dtype], stream=_stream(head),
+        )
+    return z, kl
+
+
+@_gaussian_op.register_fake
+def _(head, eps):
+    return head.new_empty(eps.shape), head.new_empty((eps.shape[0],))
+
+
+@torch.library.custom_op("ssvae_fast::gaussian_reparam_kl_cuda_backward", mutates_args=())
+def _gaussian_backward_op(head: Tensor, eps: Tensor, grad_z: Tensor, grad_kl: Tensor) -> Tuple[Tensor, Tensor]:
+    """(d head (R, 2Z), d eps (R, Z)), contiguous; see the VJP in csrc/cuda/gaussian.cu."""
+    _require_cuda("gaussian_reparam_kl_cuda_backward", head, eps, grad_z, grad_kl)
+    R, Z = eps.shape
+    dhead = head.new_empty((R, 2 * Z))
+    deps = head.new_empty((R, Z))
+    if R * Z == 0:
+        return dhead, deps
+    ext = _ext_module()
+    with torch.cuda.device(head.device):
+        ext.gaussian_reparam_kl_backward(
+            head_ptr=head.data_ptr(), eps_ptr=eps.data_ptr(), grad_z_ptr=grad_z.data_ptr(),
+            grad_kl_ptr=grad_kl.data_ptr(), dhead_ptr=dhead.data_ptr(), deps_ptr=deps.data_ptr(),
+            R=R, Z=Z,
+            stride_hr=head.stride(0), stride_hz=head.stride(1), stride_er=eps.stride(0), stride_ez=eps.stride(1),
+            stride_gzr=grad_z.stride(0), stride_gzz=grad_z.stride(1), stride_gkl=grad_kl.stride(0),
+            dtype=_DTYPE_NAMES[head.dtype], stream=_stream(head),
+        )
+    return dhead, deps
+
+
+@_gaussian_backward_op.register_fake
+def _(head, eps, grad_z, grad_kl):
+    return head.new_empty((eps.shape[0], 2 * eps.shape[1])), head.new_empty(eps.shape)
+
+
+def _gaussian_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _gaussian_backward(ctx, grad_z, grad_kl):
+    head, eps = ctx.saved_tensors
+    dhead, deps = _gaussian_backward_op(head, eps, grad_z, grad_kl)
+    needs = ctx.needs_input_grad
+    return (dhead if needs[0] else None, deps if needs[1] else None)
+
+
+_gaussian_op.register_autograd(_gaussian_backward, setup_context=_gaussian_setup_context)
+
+
+def gaussian_reparam_kl_cuda(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
+    """head: (R, 2Z) = [mu, logvar]; eps: (R, Z) -> z = mu + exp(logvar / 2) * eps (R, Z) and
+    kl = 0.5 * sum_k (mu^2 + exp(logvar) - 1 - logvar) (R,), by one CUDA kernel (and one for the backward,
+    to head and eps). KL accumulates in fp32 (fp64 for fp64 inputs). Any strides."""
+    check_gaussian_inputs(head, eps)
+    head, eps = _autocast_inputs((head, eps), matmul=False)
+    _check_tensors("gaussian_reparam_kl_cuda", {"head": head, "eps": eps})
+    return _gaussian_op(head, eps)
+
+
+# ======================================================================================================
+# 3. Decoder output layer + Bernoulli log-likelihood.
+# ======================================================================================================
+def _bernoulli_forward_launch(
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Optional[Tensor], ll: Tensor, precision: str
+) -> None:
+    """ll (N, C) and, when s is given, s (N*C, D), both contiguous and preallocated; M = N*C > 0."""
+    N, C, H = h.shape
+    D = weight.shape[0]
+    M = N * C
+    ext = _ext_module()
+    h_rows = h.reshape(M, H)  # a view when the strides allow it (the kernel takes any row/column strides)
+    ll_partial = h.new_empty((_cdiv(D, ext.BERNOULLI_BLOCK_D), M), dtype=_compute_dtype(h.dtype))
+    with torch.cuda.device(h.device):
+        ext.bernoulli_loglik_linear_forward(
+            h_ptr=h_rows.data_ptr(), weight_ptr=weight.data_ptr(), bias_ptr=_ptr(bias), x_ptr=x.data_ptr(),
+            s_ptr=_ptr(s), ll_partial_ptr=ll_partial.data_ptr(), ll_ptr=ll.data_ptr(),
+            M=M, D=D, H=H, C=C,
+            stride_hm=h_rows.stride(0), stride_hk=h_rows.stride(1),
+            stride_wd=weight.stride(0), stride_wk=weight.stride(1),
+            stride_b=0 if bias is None else bias.stride(0),
+            stride_xn=x.stride(0), stride_xd=x.stride(1),
+            precision="ieee" if h.dtype == torch.float64 else precision,
+            dtype=_DTYPE_NAMES[h.dtype], stream=_stream(h),
+        )
+
+
+@torch.library.custom_op("ssvae_fast::bernoulli_loglik_linear_cuda", mutates_args=())
+def _bernoulli_op(
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, store_s: bool, precision: str
+) -> Tuple[Tensor, Tensor]:
+    """(ll (N, C), s (N*C, D) = x - sigmoid(l) when store_s, else an empty 1-D tensor)."""
+    _require_cuda("bernoulli_loglik_linear_cuda", h, weight, bias, x)
+    N, C, _ = h.shape
+    D = weight.shape[0]
+    ll = h.new_empty((N, C))
+    s = h.new_empty((N * C, D) if store_s else (0,))
+    if N * C > 0:
+        _bernoulli_forward_launch(h, weight, bias, x, s if store_s else None, ll, precision)
+    return ll, s
+
+
+@_bernoulli_op.register_fake
+def _(h, weight, bias, x, store_s, precision):
+    N, C, _ = h.shape
+    return h.new_empty((N, C)), h.new_empty((N * C, weight.shape[0]) if store_s else (0,))
+
+
+@torch.library.custom_op("ssvae_fast::bernoulli_loglik_linear_cuda_backward", mutates_args=())
+def _bernoulli_backward_op(
+    grad_ll: Tensor, h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Tensor, precision: str
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dh (N, C, H), dW (D, H), db (D,) or empty without bias, dx (N, D)); the VJP of
+    csrc/cuda/bernoulli_loglik_linear.cu as cuBLAS GEMMs on s. A 1-D s (not stored by the forward) is
+    recomputed by the forward kernel first."""
+    _require_cuda("bernoulli_loglik_linear_cuda_backward", grad_ll, h, weight, bias, x, s)
+    N, C, H = h.shape
+    D = weight.shape[0]
+    M = N * C
+    if s.dim() != 2:
+        s = h.new_empty((M, D))
+        if M > 0:
+            _bernoulli_forward_launch(h, weight, bias, x, s, h.new_empty((N, C)), precision)
+    h_rows = h.reshape(M, H)
+    g = grad_ll.reshape(M)
+    dh = (s @ weight) * g[:, None]  # dl W with dl = g[:, None] * s
+    dweight = s.t() @ (h_rows * g[:, None])  # dl^T h
+    dbias = s.t() @ g if bias is not None else h.new_empty((0,))  # sum_m dl[m]
+    # dx[n] = sum_c g[n, c] * l[n, c] = W (sum_c g[n, c] h[n, c]) + b * sum_c g[n, c]
+    g_nc = g.reshape(N, C)
+    dx = torch.bmm(g_nc.unsqueeze(1), h).squeeze(1) @ weight.t()
+    if bias is not None:
+        dx = dx + g_nc.sum(1)[:, None] * bias
+    return dh.reshape(N, C, H), dweight, dbias, dx
+
+
+@_bernoulli_backward_op.register_fake
+def _(grad_ll, h, weight, bias, x, s, precision):
+    N, C, H = h.shape
+    return (
+        h.new_empty((N, C, H)),
+        weight.new_empty(weight.shape),
+        h.new_empty((weight.shape[0],) if bias is not None else (0,)),
+        x.new_empty(x.shape),
+    )
+
+
+def _bernoulli_setup_context(ctx, inputs, output) -> None:
+    h, weight, bias, x, store_s, precision = inputs
+    _, s = output
+    ctx.save_for_backward(h, weight, bias, x, s)
+    ctx.precision = precision
+    ctx.mark_non_differentiable(s)
+    ctx.set_materialize_grads(False)
+
+
+def _bernoulli_backward(ctx, grad_ll, grad_s):
+    if grad_ll is None:
+        return None, None, None, None, None, None
+    h, weight, bias, x, s = ctx.saved_tensors
+    dh, dweight, dbias, dx = _bernoulli_backward_op(grad_ll, h, weight, bias, x, s, ctx.precision)
+    needs = ctx.needs_input_grad
+    return (
+        dh if needs[0] else None,
+        dweight if needs[1] else None,
+        dbias if bias is not None and needs[2] else None,
+        dx if needs[3] else None,
+        None,
+        None,
+    )
+
+
+_bernoulli_op.register_autograd(_bernoulli_backward, setup_context=_bernoulli_setup_context)
+
+
+def bernoulli_loglik_linear_cuda(
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, precision: Optional[str] = None
+) -> Tensor:
+    """ll[n, c] = sum_d x[n, d] l[n, c, d] - softplus(l[n, c, d]) with l = W h[n, c] + b, the logits never
+    written to memory.
+
+    h: (N, C, H); weight: (D, H); bias: (D,) or None; x: (N, D), shared by the C rows of example n.
+    Returns (N, C) in h's dtype. precision: "tf32" (tensor cores) or "ieee" (exact FMAs); None reads
+    `get_precision()`; float64 is always exact. Accumulates in fp32 (fp64 for fp64 inputs). Differentiable
+    in h, weight, bias and x; deterministic. When a gradient is needed the forward keeps
+    s = x - sigmoid(l), (N*C, D), for the backward.
+    """
+    check_bernoulli_linear_inputs(h, weight, bias, x)
+    h, weight, bias, x = _autocast_inputs((h, weight, bias, x), matmul=True)
+    _check_tensors("bernoulli_loglik_linear_cuda", {"h": h, "weight": weight, "bias": bias, "x": x})
+    if precision is None:
+        precision = get_precision()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (h, weight, bias, x))
+    ll, _ = _bernoulli_op(h, weight, bias, x, needs_grad, precision)
+    return ll
+
+
+# ======================================================================================================
+# 4. ELBO reduction.
+# ======================================================================================================
+@torch.library.custom_op("ssvae_fast::elbo_reduction_cuda", mutates_args=())
+def _elbo_op(
+    logits_y: Tensor, y_l: Tensor, ll_l: Tensor, kl_l: Tensor, ll_u: Tensor, kl_u: Tensor, alpha: float
+) -> Tensor:
+    _require_cuda("elbo_reduction_cuda", logits_y, y_l, ll_l, kl_l, ll_u, kl_u)
+    n, C = logits_y.shape
+    n_l, n_u = y_l.shape[0], ll_u.shape[0]
+    loss = logits_y.new_empty((n,))
+    if n == 0:
+        return loss
+    ext = _ext_module()
+    with torch.cuda.device(logits_y.device):
+        ext.elbo_reduction_forward(
+            logits_y_ptr=logits_y.data_ptr(), y_l_ptr=y_l.data_ptr(), ll_l_ptr=ll_l.data_ptr(),
+            kl_l_ptr=kl_l.data_ptr(), ll_u_ptr=ll_u.data_ptr(), kl_u_ptr=kl_u.data_ptr(), loss_ptr=loss.data_ptr(),
+            n_l=n_l, n_u=n_u, C=C, alpha=alpha,
+            stride_lr=logits_y.stride(0), stride_lc=logits_y.stride(1), stride_y=y_l.stride(0),
+            stride_ll_l=ll_l.stride(0), stride_kl_l=kl_l.stride(0),
+            stride_ll_ur=ll_u.stride(0), stride_ll_uc=ll_u.stride(1),
+            stride_kl_ur=kl_u.stride(0), stride_kl_uc=kl_u.stride(1),
+            dtype=_DTYPE_NAMES[logits_y.dtype], stream=_stream(logits_y),
+        )
+    return loss
+
+
+@_elbo_op.register_fake
+def _(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha):
+    return logits_y.new_empty((logits_y.shape[0],))
+
+
+@torch.library.custom_op("ssvae_fast::elbo_reduction_cuda_backward", mutates_args=())
+def _elbo_backward_op(
+    grad: Tensor, logits_y: Tensor, y_l: Tensor, ll_u: Tensor, kl_u: Tensor, alpha: float
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(d logits_y, d ll_l, d kl_l, d ll_u, d kl_u), contiguous; see the VJP in csrc/cuda/elbo.cu."""
+    _require_cuda("elbo_reduction_cuda_backward", grad, logits_y, y_l, ll_u, kl_u)
+    n, C = logits_y.shape
+    n_l, n_u = y_l.shape[0], ll_u.shape[0]
+    dlogits = logits_y.new_empty((n, C))
+    dll_l = logits_y.new_empty((n_l,))
+    dkl_l = logits_y.new_empty((n_l,))
+    dll_u = logits_y.new_empty((n_u, C))
+    dkl_u = logits_y.new_empty((n_u, C))
+    if n == 0:
+        return dlogits, dll_l, dkl_l, dll_u, dkl_u
+    ext = _ext_module()
+    with torch.cuda.device(logits_y.device):
+        ext.elbo_reduction_backward(
+            grad_ptr=grad.data_ptr(), logits_y_ptr=logits_y.data_ptr(), y_l_ptr=y_l.data_ptr(),
+            ll_u_ptr=ll_u.data_ptr(), kl_u_ptr=kl_u.data_ptr(), dlogits_y_ptr=dlogits.data_ptr(),
+            dll_l_ptr=dll_l.data_ptr(), dkl_l_ptr=dkl_l.data_ptr(), dll_u_ptr=dll_u.data_ptr(),
+            dkl_u_ptr=dkl_u.data_ptr(),
+            n_l=n_l, n_u=n_u, C=C, alpha=alpha,
+            stride_g=grad.stride(0), stride_lr=logits_y.stride(0), stride_lc=logits_y.stride(1),
+            stride_y=y_l.stride(0), stride_ll_ur=ll_u.stride(0), stride_ll_uc=ll_u.stride(1),
+            stride_kl_ur=kl_u.stride(0), stride_kl_uc=kl_u.stride(1),
+            dtype=_DTYPE_NAMES[logits_y.dtype], stream=_stream(logits_y),
+        )
+    return dlogits, dll_l, dkl_l, dll_u, dkl_u
+
+
+@_elbo_backward_op.register_fake
+def _(grad, logits_y, y_l, ll_u, kl_u, alpha):
+    n_l = y_l.shape[0]
+    return (
+        logits_y.new_empty(logits_y.shape),
+        logits_y.new_empty((n_l,)),
+        logits_y.new_empty((n_l,)),
+        logits_y.new_empty(ll_u.shape),
+        logits_y.new_empty(kl_u.shape),
+    )
+
+
+def _elbo_setup_context(ctx, inputs, output) -> None:
+    logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha = inputs
+    ctx.save_for_backward(logits_y, y_l, ll_u, kl_u)
+    ctx.alpha = alpha
+
+
+def _elbo_backward(ctx, grad):
+    logits_y, y_l, ll_u, kl_u = ctx.saved_tensors
+    dlogits, dll_l, dkl_l, dll_u, dkl_u = _elbo_backward_op(grad, logits_y, y_l, ll_u, kl_u, ctx.alpha)
+    needs = ctx.needs_input_grad
+    return (
+        dlogits if needs[0] else None,
+        None,
+        dll_l if needs[2] else None,
+        dkl_l if needs[3] else None,
+        dll_u if needs[4] else None,
+        dkl_u if needs[5] else None,
+        None,
+    )
+
+
+_elbo_op.register_autograd(_elbo_backward, setup_context=_elbo_setup_context)
+
+
+def elbo_reduction_cuda(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float) -> Tensor:
+    """Per-example M2 losses (n_l + n_u,), labelled first, by one CUDA kernel (and one for the backward).
+
+    logits_y: (n_l + n_u, C), labelled rows first; y_l: (n_l,) int64 in [0, C) (not checked on the device:
+    a label outside gives NaN); ll_l, kl_l: (n_l,); ll_u, kl_u: (n_u, C); alpha: weight of -log q(y|x).
+    labelled: kl - ll + log C - alpha * log q(y|x); unlabelled: sum_c q_c (kl_c - ll_c + log C + log q_c).
+    One warp per row; log-softmax in fp32 (fp64 for fp64 inputs). Differentiable in logits_y, ll_*, kl_*.
+    """
+    check_elbo_inputs(logits_y, y_l, ll_l, kl_l, ll_u, kl_u)
+    logits_y, ll_l, kl_l, ll_u, kl_u = _autocast_inputs((logits_y, ll_l, kl_l, ll_u, kl_u), matmul=False)
+    _check_tensors(
+        "elbo_reduction_cuda",
+        {"logits_y": logits_y, "ll_l": ll_l, "kl_l": kl_l, "ll_u": ll_u, "kl_u": kl_u},
+        {"y_l": y_l},
+    )
+    if logits_y.shape[1] < 1:
+        raise ValueError("elbo_reduction_cuda: logits_y needs at least one class (log C is undefined for C = 0)")
+    return _elbo_op(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, float(alpha))
+
+
+# ------------------------------------------------------------------------------------------------------
+# The backend.
+# ------------------------------------------------------------------------------------------------------
+def cuda_ops():
+    """The `cuda` backend's `BackendOps` (signatures and semantics of the plain-torch ops in ssvae_fast/ops).
+    Builds without touching CUDA; the ops need CUDA tensors and the extension ssvae_fast._C_cuda."""
+    from ..backends import BackendOps
+
+    return BackendOps(
+        name="cuda",
+        class_conditional_activation=class_conditional_activation_cuda,
+        gaussian_reparam_kl=gaussian_reparam_kl_cuda,
+        bernoulli_loglik_linear=bernoulli_loglik_linear_cuda,
+        elbo_reduction=elbo_reduction_cuda,
+    )
