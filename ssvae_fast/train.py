@@ -128,7 +128,7 @@ def train(config: TrainConfig, split: Optional[data.SemiSupervisedSplit] = None)
         backend=cfg.backend,
     ).to(device)
     backend = model.resolved_backend(device)  # raises BackendUnavailableError early, with the reason
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one kernel for all parameters
 
     steps_per_epoch = max(1, -(-x_u.shape[0] // cfg.batch_size))
     progress = _progress(cfg.epochs * steps_per_epoch, cfg.progress)

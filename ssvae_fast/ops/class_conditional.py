@@ -29,7 +29,8 @@ def class_conditional_activation_torch(
 ) -> torch.Tensor:
     """Hidden activations of a first layer acting on [v, onehot(class)].
 
-    a: (N, H) = W_v v + b (bias included); w_y: (H, C) class columns of the layer's weight.
+    a: (N, H) = W_v v (+ b); w_y: (H, C) class columns of the layer's weight (+ b, where the caller folds
+    the bias into the columns instead of into a).
     classes None: every class for every row -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]).
     classes (N,) int64: one class per row -> (N, H), out[n] = act(a[n] + w_y[:, classes[n]]).
     """

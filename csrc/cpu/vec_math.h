@@ -1,0 +1,212 @@
+// Vectorizable float32 exp / log1p kernels and the OpenMP / SIMD helpers shared by the CPU kernels.
+//
+// libm's expf and log1pf are scalar calls: a loop that calls them does not vectorize, and made the
+// Bernoulli forward 7x slower than torch (9.3 ms vs 1.4 ms at B=128, C=10, D=784 on 2 cores). The
+// functions here are branch-free (selects only) and inlined, so `#pragma omp simd` loops that call them
+// become AVX-512 / AVX2 code. They are exact to a few ulp for every finite input and keep NaN and +-inf
+// semantics; none relies on -ffast-math (the build uses -fno-trapping-math only, which the vectorizer
+// needs for the selects and which changes no value).
+//
+//   exp_neg_f32(a)           exp(-a), a >= 0            <= 0.98 ulp; 0 for a > 87 (true value < 1.7e-38)
+//   log1p_unit_f32(e)        log1p(e), e in [0, 1]       log1p(exp(-a)) <= 1.95 ulp (glibc: 1.46 ulp)
+//   log1p_unit_poly_f32(e)   log1p(e), e in [0, 1]       <= 2.00 ulp; a degree-9 polynomial, no division
+//   exp_f32(x)               exp(x), any x               <= 1 ulp; gradual underflow; inf above 88.72
+//   one_minus_exp_neg_f32(y) 1 - exp(-y), y >= 0         <= 0.86 ulp (expm1 form: no cancellation at 0)
+//   sigmoid_f32(v)           1 / (1 + exp(-v))           evaluated on the side where exp cannot overflow
+//   softplus_f32(v)          max(v, 0) + log1p(exp(-|v|)) exact form, no threshold (log1p_unit_poly_f32)
+//
+// The float64 versions used by the kernels are libm's (scalar, IEEE): float64 exists for tests and
+// gradcheck, not for speed.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// GCC on x86-64 Linux: clone the hot row functions for AVX-512, AVX2 and baseline SSE2, picked at load
+// time. Only plain (non-template) functions are cloned; OpenMP regions stay in the callers.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define SSVAE_FAST_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SSVAE_FAST_TARGET_CLONES
+#endif
+
+#if defined(_OPENMP) || defined(SSVAE_FAST_OPENMP_SIMD)
+// `omp simd` needs no OpenMP runtime (-fopenmp or -fopenmp-simd). SSVAE_FAST_SIMD_SUM_ACC sums the
+// loop's variable named `acc` in SIMD lanes (a fixed order for a given binary: still deterministic);
+// SSVAE_FAST_SIMD_SUM_ACC_PROD also multiplies the variable named `prod` in lanes.
+#define SSVAE_FAST_SIMD _Pragma("omp simd")
+#define SSVAE_FAST_SIMD_SUM_ACC _Pragma("omp simd reduction(+ : acc)")
+#define SSVAE_FAST_SIMD_SUM_ACC_PROD _Pragma("omp simd reduction(+ : acc) reduction(* : prod)")
+#else
+#define SSVAE_FAST_SIMD
+#define SSVAE_FAST_SIMD_SUM_ACC
+#define SSVAE_FAST_SIMD_SUM_ACC_PROD
+#endif
+
+namespace ssvae_fast {
+namespace cpu {
+
+// exp(-a) for a >= 0 (NaN -> NaN): Cody-Waite reduction a = n ln2 - r, |r| <= ln2/2, Cephes' expf
+// polynomial for exp(r), and 2^n built in the exponent bits. <= 0.98 ulp; 0 for a > 87.
+inline float exp_neg_f32(float a) {
+  const float kLog2e = 1.44269504088896341f;
+  const float kLn2Hi = 0x1.62e400p-1f;   // 0.693145751953125: n * kLn2Hi is exact for |n| < 2^9
+  const float kLn2Lo = 0x1.7f7d1cp-20f;  // ln 2 - kLn2Hi
+  const float kRound = 12582912.0f;      // 1.5 * 2^23: (v + kRound) - kRound rounds v to an integer
+  const float t = -(a < 87.0f ? a : 87.0f);  // in [-87, 0]; NaN becomes -87 here, restored below
+  const float n = (t * kLog2e + kRound) - kRound;
+  const float r = (t - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const float e = (a > 87.0f) ? 0.0f : p * scale;
+  return (a != a) ? a : e;
+}
+
+// exp(x) for any float x (NaN -> NaN, -inf -> 0, +inf -> inf): the reduction of exp_neg_f32 on
+// [-104, 88.73], and 2^n applied as two factors 2^(n/2) 2^(n - n/2), so that results in the subnormal
+// range underflow gradually (as libm's expf) and 2^128 needs no special exponent. <= 1 ulp.
+inline float exp_f32(float x) {
+  const float kLog2e = 1.44269504088896341f;
+  const float kLn2Hi = 0x1.62e400p-1f;
+  const float kLn2Lo = 0x1.7f7d1cp-20f;
+  const float kRound = 12582912.0f;
+  const float kMax = 88.72283935546875f;  // above: exp(x) > FLT_MAX
+  const float kMin = -103.972084f;        // below: exp(x) < 2^-150, rounds to 0
+  float t = x < kMax ? x : kMax;          // NaN -> kMax here; restored below
+  t = t > kMin ? t : kMin;
+  const float n = (t * kLog2e + kRound) - kRound;  // in [-150, 128]
+  const float r = (t - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t ni = static_cast<int32_t>(n);
+  const int32_t n1 = ni >> 1;  // floor(n / 2), in [-75, 64]
+  const int32_t bits1 = (n1 + 127) << 23;
+  const int32_t bits2 = (ni - n1 + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &bits1, sizeof s1);
+  std::memcpy(&s2, &bits2, sizeof s2);
+  float e = (p * s1) * s2;
+  e = (x > kMax) ? INFINITY : e;
+  e = (x < kMin) ? 0.0f : e;
+  return (x != x) ? x : e;
+}
+
+// log1p(e) for e in [0, 1] (NaN -> NaN): fdlibm's logf kernel on u = fl(1 + e), plus the rounding
+// correction (e - (u - 1)) / u, which is exact to first order (u - 1 is exact for u in [1, 2]).
+inline float log1p_unit_f32(float e) {
+  const float kLn2Hi = 6.9313812256e-01f;  // fdlibm's split of ln 2
+  const float kLn2Lo = 9.0580006145e-06f;
+  const float kLg1 = 0xaaaaaa.0p-24f, kLg2 = 0xccce13.0p-25f;  // |log((1+s)/(1-s))/s - Lg(s)| < 2^-34
+  const float kLg3 = 0x91e9ee.0p-25f, kLg4 = 0xf89e26.0p-26f;
+  const float u = 1.0f + e;
+  const float correction = (e - (u - 1.0f)) / u;
+  const bool halve = u > 1.41421356f;  // log(u) = k ln 2 + log(1 + f), f in [-0.29, 0.41]
+  const float k = halve ? 1.0f : 0.0f;
+  const float f = (halve ? u * 0.5f : u) - 1.0f;
+  const float s = f / (2.0f + f);
+  const float z = s * s;
+  const float w = z * z;
+  const float R = z * (kLg1 + w * kLg3) + w * (kLg2 + w * kLg4);
+  const float hfsq = 0.5f * f * f;
+  return k * kLn2Hi - ((hfsq - (s * (hfsq + R) + k * kLn2Lo)) - f) + correction;
+}
+
+// log1p(e) for e in [0, 1] as e * P(e), P of degree 9 (Chebyshev interpolant of log1p(e) / e on [0, 1],
+// relative error 5.3e-9; fitted in float64, coefficients rounded to float). No range reduction, no
+// division: 10 FMAs. Measured over every float in [0, 1]: <= 2.00 ulp (log1p_unit_f32: 1.23 ulp);
+// log1p(exp(-a)) with exp_neg_f32, every 1/4096 in [0, 87): <= 2.04 ulp (log1p_unit_f32: 1.84 ulp).
+// Softplus through it costs 0.60 ns/element instead of 1.04 (one core, AVX-512).
+inline float log1p_unit_poly_f32(float e) {
+  float p = -3.176057013e-03f;
+  p = p * e + 1.954252645e-02f;
+  p = p * e - 5.637361109e-02f;
+  p = p * e + 1.054362357e-01f;
+  p = p * e - 1.526966691e-01f;
+  p = p * e + 1.966327429e-01f;
+  p = p * e - 2.495161593e-01f;
+  p = p * e + 3.332971036e-01f;
+  p = p * e - 4.999989271e-01f;
+  p = p * e + 1.0f;
+  return e * p;
+}
+
+// 1 - exp(-y) = -expm1(-y) for y >= 0 (NaN -> NaN; +inf -> 1): the reduction of exp_neg_f32,
+// -y = n ln2 + r, |r| <= ln2/2, a degree-8 Taylor polynomial for expm1(r) (truncation < 2e-9 relative),
+// and -expm1(-y) = -(2^n expm1(r) + (2^n - 1)), where 2^n - 1 is exact: no cancellation near y = 0.
+// <= 0.86 ulp (measured every 2^-16 in [0, 30) and over [1e-30, 1e-2]); 1 for y > 87.
+inline float one_minus_exp_neg_f32(float y) {
+  const float kLog2e = 1.44269504088896341f;
+  const float kLn2Hi = 0x1.62e400p-1f;
+  const float kLn2Lo = 0x1.7f7d1cp-20f;
+  const float kRound = 12582912.0f;
+  const float x = -(y < 87.0f ? y : 87.0f);  // in [-87, 0]; NaN -> -87, restored below
+  const float n = (x * kLog2e + kRound) - kRound;
+  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+  float p = 1.0f / 40320.0f;
+  p = p * r + 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  const float expm1_r = r + r * r * p;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const float v = (y > 87.0f) ? 1.0f : -(scale * expm1_r + (scale - 1.0f));
+  return (y != y) ? y : v;
+}
+
+// sigmoid(v) from e = exp(-|v|) in (0, 1]: no overflow for any v.
+inline float sigmoid_from_exp_neg_abs_f32(float v, float e) {
+  const float inv = 1.0f / (1.0f + e);  // sigmoid(|v|)
+  return v >= 0.0f ? inv : e * inv;    // sigmoid(-|v|) = e / (1 + e)
+}
+
+inline float sigmoid_f32(float v) { return sigmoid_from_exp_neg_abs_f32(v, exp_neg_f32(std::fabs(v))); }
+
+inline float softplus_f32(float v) {
+  return (v > 0.0f ? v : 0.0f) + log1p_unit_poly_f32(exp_neg_f32(std::fabs(v)));
+}
+
+// ---- float64: libm ---------------------------------------------------------------------------------
+
+inline double sigmoid_f64(double v) {
+  if (v >= 0.0) return 1.0 / (1.0 + std::exp(-v));
+  const double e = std::exp(v);
+  return e / (1.0 + e);
+}
+
+inline double softplus_f64(double v) { return std::max(v, 0.0) + std::log1p(std::exp(-std::fabs(v))); }
+
+// ---- threads ---------------------------------------------------------------------------------------
+
+// Work (in elements) below which a kernel runs on the calling thread: starting the OpenMP team costs
+// more than the work itself.
+constexpr int64_t kParallelGrainElements = 1 << 15;
+
+// A fixed partition of n items into `blocks` contiguous ranges: [begin(i), begin(i + 1)). It depends
+// only on n and blocks, never on the thread count, so reductions over blocks are deterministic.
+inline int64_t block_begin(int64_t n, int64_t blocks, int64_t i) { return (n * i) / blocks; }
+
+}  // namespace cpu
+}  // namespace ssvae_fast
