@@ -34,6 +34,7 @@ from ..triton import gaussian as _gauss
 from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
 from .class_conditional import check_class_conditional_inputs
 from .elbo import check_elbo_inputs
+from .elbo_autograd import register_elbo_autograd
 from .gaussian import check_gaussian_inputs
 
 __all__ = [
@@ -473,40 +474,7 @@ def _elbo_backward_op(
     return dlogits, dll_l, dkl_l, dll_u, dkl_u
 
 
-@_elbo_backward_op.register_fake
-def _(grad, logits_y, y_l, ll_u, kl_u, alpha):
-    n_l = y_l.shape[0]
-    return (
-        logits_y.new_empty(logits_y.shape),
-        logits_y.new_empty((n_l,)),
-        logits_y.new_empty((n_l,)),
-        logits_y.new_empty(ll_u.shape),
-        logits_y.new_empty(kl_u.shape),
-    )
-
-
-def _elbo_setup_context(ctx, inputs, output) -> None:
-    logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha = inputs
-    ctx.save_for_backward(logits_y, y_l, ll_u, kl_u)
-    ctx.alpha = alpha
-
-
-def _elbo_backward(ctx, grad):
-    logits_y, y_l, ll_u, kl_u = ctx.saved_tensors
-    dlogits, dll_l, dkl_l, dll_u, dkl_u = _elbo_backward_op(grad, logits_y, y_l, ll_u, kl_u, ctx.alpha)
-    needs = ctx.needs_input_grad
-    return (
-        dlogits if needs[0] else None,
-        None,
-        dll_l if needs[2] else None,
-        dkl_l if needs[3] else None,
-        dll_u if needs[4] else None,
-        dkl_u if needs[5] else None,
-        None,
-    )
-
-
-_elbo_op.register_autograd(_elbo_backward, setup_context=_elbo_setup_context)
+register_elbo_autograd(_elbo_op, _elbo_backward_op)
 
 
 def elbo_reduction_triton(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float) -> Tensor:
