@@ -3,7 +3,7 @@
 | name        | device | ops                                                     |
 | ----------- | ------ | ------------------------------------------------------- |
 | `reference` | any    | the naive objective (`ssvae_fast.reference`), the oracle |
-| `torch`     | any    | DESIGN.md section 2's rewrites in plain torch ops        |
+| `torch`     | any    | docs/design.md section 2's rewrites in plain torch ops        |
 | `triton`    | CUDA   | Triton kernels (CPU only under TRITON_INTERPRET=1)       |
 | `cuda`      | CUDA   | C++/CUDA kernels of the compiled extension               |
 | `cpu`       | CPU    | C++/OpenMP kernels of the compiled extension             |

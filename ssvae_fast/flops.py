@@ -33,7 +33,7 @@ def step_flops(
     twice (the input gradient dX = dY W and the weight gradient dW = dY^T X), except where the input is
     the data x, which needs no gradient (autograd skips it): there the backward is 1x forward.
 
-    formulation="factorized" (the work the `torch`, `cpu`, `cuda` and `triton` backends need; DESIGN.md
+    formulation="factorized" (the work the `torch`, `cpu`, `cuda` and `triton` backends need; docs/design.md
     section 2)::
 
         classifier              2*B*D*H + 2*B*H*C       input grad of the first layer skipped

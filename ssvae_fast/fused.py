@@ -1,4 +1,4 @@
-"""M2's objective through the exact rewrites of DESIGN.md section 2, assembled from four fused ops.
+"""M2's objective through the exact rewrites of docs/design.md section 2, assembled from four fused ops.
 
 The ops come from a backend (`ssvae_fast.backends.BackendOps`): plain torch for `torch`, Triton or
 C++/CUDA kernels for the others. The arithmetic is the reference's, reorganized:

@@ -97,7 +97,7 @@ class M2(nn.Module):
         reduction: str = "mean",
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """Minus the M2 objective (DESIGN.md section 1).
+        """Minus the M2 objective (docs/design.md section 1).
 
         Args:
             x_l: (n_l, D) labelled inputs in [0, 1], or None / empty.

@@ -1,6 +1,6 @@
 """The M2 objective in its naive formulation: the oracle every backend is checked against.
 
-This is DESIGN.md section 1 written the way the well-known implementations write it: each unlabelled
+This is docs/design.md section 1 written the way the well-known implementations write it: each unlabelled
 x is repeated once per class, the one-hot class vectors are concatenated to the inputs of the encoder
 and the decoder, and the (n_u * C, D) decoder logits are materialized. It is deliberately never
 optimized; its only job is to be obviously right.

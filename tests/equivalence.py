@@ -1,4 +1,4 @@
-"""Gradient equivalence of a backend against the reference (DESIGN.md section 4), shared by every
+"""Gradient equivalence of a backend against the reference (docs/design.md section 4), shared by every
 backend's test file.
 
 For one model and one batch with explicit noise, `run` returns the per-example losses and the gradient
@@ -15,7 +15,7 @@ import torch
 from tests.factories import cast_model, make_batch, make_model
 from tests.tolerance import assert_close_to_reference
 
-# (B, C) grid of DESIGN.md section 4 and the three batch compositions.
+# (B, C) grid of docs/design.md section 4 and the three batch compositions.
 SHAPES = [(1, 2), (7, 10), (33, 17), (1, 17), (7, 2), (33, 10)]
 MIXES = ["labelled", "unlabelled", "mixed"]
 

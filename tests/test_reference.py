@@ -10,7 +10,7 @@ from tests.factories import make_batch, make_model
 
 
 def loop_loss(model, x_l, y_l, x_u, eps_l, eps_u, alpha):
-    """DESIGN.md section 1 one (example, class) pair at a time, scalar by scalar where it matters."""
+    """docs/design.md section 1 one (example, class) pair at a time, scalar by scalar where it matters."""
     C = model.n_classes
     losses = []
 

@@ -1,4 +1,4 @@
-"""The `torch` backend (DESIGN.md section 2's rewrites in plain torch) against the reference."""
+"""The `torch` backend (docs/design.md section 2's rewrites in plain torch) against the reference."""
 
 import pytest
 import torch

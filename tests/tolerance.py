@@ -1,4 +1,4 @@
-"""The tolerance rule of DESIGN.md section 4, in one place.
+"""The tolerance rule of docs/design.md section 4, in one place.
 
     max|fast - ref64| <= 2 * max|ref_same_dtype - ref64| + floor(dtype) * max(1, max|ref64|)
 

@@ -1,4 +1,4 @@
-// CPU kernels of M2's ELBO reduction (DESIGN.md section 1): per-example losses from the per-(example,
+// CPU kernels of M2's ELBO reduction (docs/design.md section 1): per-example losses from the per-(example,
 // class) terms, and their backward, one pass each.
 //
 // Rows 0..n_l-1 of logits_y are the labelled examples, rows n_l..n_l+n_u-1 the unlabelled ones.

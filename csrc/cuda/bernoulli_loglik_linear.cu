@@ -1,4 +1,4 @@
-// CUDA kernels of M2's decoder output layer fused with the Bernoulli log-likelihood (DESIGN.md section 2,
+// CUDA kernels of M2's decoder output layer fused with the Bernoulli log-likelihood (docs/design.md section 2,
 // items 2 and 3): for the M = N * C enumerated rows h[m] (example m / C, class m % C),
 //
 //   l[m, d]  = sum_k h[m, k] * W[d, k] + b[d]                       (the decoder's logits, never stored)

@@ -1,4 +1,4 @@
-// CUDA kernels of the class-conditional first layer of M2's encoder and decoder (DESIGN.md section 2,
+// CUDA kernels of the class-conditional first layer of M2's encoder and decoder (docs/design.md section 2,
 // item 1): Linear([v, onehot(c)]) = W_v v + b + W_y[:, c], so the layer's output is act(a + w_y[:, c])
 // with a = W_v v + b computed once per row by the caller (a cuBLAS GEMM) and w_y the class columns.
 //

@@ -1,4 +1,4 @@
-// CUDA kernels of M2's classifier-weighted ELBO reduction (DESIGN.md section 2, item 5).
+// CUDA kernels of M2's classifier-weighted ELBO reduction (docs/design.md section 2, item 5).
 //
 //   log_q = log_softmax(logits_y)  (n_l + n_u, C), labelled rows first;   L = -ll + kl + log C
 //   labelled row r:    loss[r] = kl_l[r] - ll_l[r] + log C - alpha * log_q[r, y_l[r]]

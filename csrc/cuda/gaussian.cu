@@ -1,4 +1,4 @@
-// CUDA kernels of M2's Gaussian head epilogue (DESIGN.md section 2, item 4): reparameterization and
+// CUDA kernels of M2's Gaussian head epilogue (docs/design.md section 2, item 4): reparameterization and
 // KL(q(z|x,y) || N(0, I)) from the encoder head's output, in one pass.
 //
 //   forward   gaussian_fwd_kernel   one warp per row: z = mu + exp(logvar / 2) * eps (lanes over k) and

@@ -2,7 +2,7 @@
 
     ll[b, c] = sum_d x[b, d] * l[b, c, d] - softplus(l[b, c, d])        logits (B, C, D), x (B, D) -> (B, C)
 
-This is M2's log p(x | y=c, z) for every enumerated class c (DESIGN.md section 1). Faces:
+This is M2's log p(x | y=c, z) for every enumerated class c (docs/design.md section 1). Faces:
 
     bernoulli_loglik_torch(logits, x)  plain torch (the oracle's formula, imported from ssvae_fast.functional)
     bernoulli_loglik_cpu(logits, x)    C++/OpenMP kernel of ssvae_fast._C      (op ssvae_fast::bernoulli_loglik_cpu)

@@ -32,7 +32,7 @@ default. The backward GEMMs of that op run in torch (cuBLAS) and follow torch's 
 (`torch.backends.cuda.matmul.allow_tf32`, False by default).
 
 Memory: when a gradient is needed, the Bernoulli forward keeps s = x - sigmoid(l), (N*C, D) in the input
-dtype, for the backward (DESIGN.md section 2, item 3: "produce dl in forward"); the logits themselves
+dtype, for the backward (docs/design.md section 2, item 3: "produce dl in forward"); the logits themselves
 never reach device memory.
 """
 

@@ -1,4 +1,4 @@
-"""The classifier-weighted ELBO reduction of M2 (DESIGN.md section 1).
+"""The classifier-weighted ELBO reduction of M2 (docs/design.md section 1).
 
 Inputs are the per-(example, class) terms; output the per-example losses, labelled first:
 

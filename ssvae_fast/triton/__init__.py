@@ -1,4 +1,4 @@
-"""Triton kernels of the `triton` backend (DESIGN.md section 2), one file per fused op.
+"""Triton kernels of the `triton` backend (docs/design.md section 2), one file per fused op.
 
     bernoulli_loglik_linear.py  decoder output layer + Bernoulli log-likelihood (the logits never hit memory)
     class_conditional.py        act(a + W_y[:, c]) for every class, or the class of each row

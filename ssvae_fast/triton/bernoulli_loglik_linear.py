@@ -7,8 +7,7 @@ What is fused: the GEMM h @ W^T, the bias, the Bernoulli terms and their row sum
 variant) the backward's per-logit factor s = x - sigmoid(l), all in the GEMM's epilogue.
 
 Memory traffic in (M, D)-sized tensors (MNIST M2: M = 100 examples x 10 classes = 1000 rows, D = 784,
-H = 500, fp32: one (M, D) tensor is 3.1 MB; arithmetic, not a measurement: the session that wrote this
-had no GPU):
+H = 500, fp32: one (M, D) tensor is 3.1 MB; counted from the code, not yet measured on a GPU):
     plain torch (`bernoulli_loglik_linear_torch`): forward writes the logits, reads them for softplus,
         writes softplus, reads it for the sum (4 x 3.1 MB) and keeps the logits for backward; backward
         reads the logits, writes grad_logits, reads grad_logits for dh, dW and db (5 x 3.1 MB): ~28 MB.

@@ -1,4 +1,4 @@
-"""M2's classifier-weighted ELBO reduction and its VJP, one kernel each (DESIGN.md section 2, item 5).
+"""M2's classifier-weighted ELBO reduction and its VJP, one kernel each (docs/design.md section 2, item 5).
 
     log_q = log_softmax(logits_y)  (n_l + n_u, C), labelled rows first;  L = -ll + kl + log C
     labelled row r:    loss[r] = kl_l[r] - ll_l[r] + log C - alpha * log_q[r, y_l[r]]

@@ -1,7 +1,7 @@
 """The `cpu` backend (C++/OpenMP kernels of ssvae_fast._C, GEMMs by torch) against the reference.
 
 - model level: `tests.equivalence.check_backend` (loss and the gradient of every parameter and input
-  against the reference, DESIGN.md section 4's rule) over SHAPES x MIXES in float32 and float64, deeper
+  against the reference, docs/design.md section 4's rule) over SHAPES x MIXES in float32 and float64, deeper
   networks, relu;
 - op level: each op against its plain-torch face (forward and every input's gradient) on odd shapes,
   shapes large enough for the parallel paths, a non-contiguous w_y, extreme values, empty inputs, the

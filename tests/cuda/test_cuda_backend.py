@@ -4,7 +4,7 @@ GPU only: every test here skips with a reason where there is no CUDA GPU or the 
 built (tests/cuda/test_cuda_backend_cpu.py covers what runs without a GPU: import, factory, errors).
 
 - model level: `tests.equivalence.check_backend` (loss and the gradient of every parameter and input
-  against the float64 reference on the same GPU, DESIGN.md section 4's rule) over SHAPES x MIXES, float32
+  against the float64 reference on the same GPU, docs/design.md section 4's rule) over SHAPES x MIXES, float32
   with the exact ("ieee") GEMM and float64; TF32 and bf16/fp16 against the same rule with the reference
   in the same precision;
 - op level: each op against its plain-torch face (forward and every input's gradient) on shapes that span

@@ -1,4 +1,4 @@
-"""The `cuda` backend on a machine without a GPU: what must work there (DESIGN.md: `import ssvae_fast`
+"""The `cuda` backend on a machine without a GPU: what must work there (docs/design.md: `import ssvae_fast`
 never fails without a GPU; backends give clear errors). The GPU tests are in test_cuda_backend.py."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The CPU kernel of ssvae_fast._C (bernoulli_loglik_cpu) against the plain-torch formula.
 
-Rule (DESIGN.md section 4, tests/tolerance.py): |fast - ref64| <= 2 |ref_same_dtype - ref64| + floor, with
+Rule (docs/design.md section 4, tests/tolerance.py): |fast - ref64| <= 2 |ref_same_dtype - ref64| + floor, with
 the reference `bernoulli_loglik_torch` run in the input dtype and in float64.
 """
 

@@ -1,7 +1,7 @@
 """The CUDA kernels of ssvae_fast._C_cuda (bernoulli_loglik_cuda) against the plain-torch formula.
 
 GPU only: skips with a reason where there is no CUDA GPU or the CUDA extension is not built. Same rule
-as the CPU tests (DESIGN.md section 4, tests/tolerance.py); the references run on the same GPU.
+as the CPU tests (docs/design.md section 4, tests/tolerance.py); the references run on the same GPU.
 """
 
 import pytest

@@ -3,7 +3,7 @@ TRITON_INTERPRET=1 when no GPU is visible). Shapes are tiny because the interpre
 picked to span several tiles of every kernel (the interpreter's block sizes are small on purpose).
 
 - model level: `tests.equivalence.check_backend` (loss and every gradient against the reference, under
-  DESIGN.md section 4's rule) for labelled-only, unlabelled-only and mixed batches, float32 with IEEE
+  docs/design.md section 4's rule) for labelled-only, unlabelled-only and mixed batches, float32 with IEEE
   `tl.dot` and float64;
 - op level: each op against its plain-torch face (forward and every input's gradient), non-contiguous
   inputs, extreme values, empty inputs, gradcheck in float64, determinism;
