@@ -86,3 +86,40 @@ def check_backend(
         fast64 = run(cast_model(model64, torch.float64), backend, batch64)
         for key in ref64:
             assert_close_to_reference(fast64[key], ref64[key], ref64[key], name=f"{backend} float64 {key}")
+
+
+def _assert_empty_op(out_shapes, outs, leaves):
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    assert [tuple(o.shape) for o in outs] == out_shapes
+    sum(o.sum() for o in outs).backward()
+    for name, leaf in leaves.items():
+        assert leaf.grad is not None and leaf.grad.shape == leaf.shape, name
+        assert torch.all(leaf.grad == 0), name
+
+
+def check_empty_inputs(ops, dtype, device="cpu"):
+    """Every op of `ops` (a BackendOps) on zero rows: outputs of the right shapes, zero gradients for
+    every float input."""
+    z = lambda *s: torch.zeros(*s, dtype=dtype, device=device, requires_grad=True)  # noqa: E731
+    rand = lambda *s: torch.rand(*s, dtype=dtype, device=device).requires_grad_(True)  # noqa: E731
+    no_rows = torch.empty(0, dtype=torch.int64, device=device)
+
+    a, w = z(0, 19), rand(19, 4)
+    _assert_empty_op([(0, 4, 19)], ops.class_conditional_activation(a, w, None, "softplus"), {"a": a, "w_y": w})
+    a, w = z(0, 19), rand(19, 4)
+    _assert_empty_op([(0, 19)], ops.class_conditional_activation(a, w, no_rows, "relu"), {"a": a, "w_y": w})
+
+    head, eps = z(0, 10), z(0, 5)
+    _assert_empty_op([(0, 5), (0,)], ops.gaussian_reparam_kl(head, eps), {"head": head, "eps": eps})
+
+    for h_shape in [(0, 1, 19), (0, 10, 19)]:
+        h, weight, bias, x = z(*h_shape), rand(37, 19), rand(37), z(0, 37)
+        leaves = {"h": h, "weight": weight, "bias": bias, "x": x}
+        _assert_empty_op([h_shape[:2]], ops.bernoulli_loglik_linear(h, weight, bias, x), leaves)
+
+    logits, ll_l, kl_l, ll_u, kl_u = z(0, 3), z(0), z(0), z(0, 3), z(0, 3)
+    _assert_empty_op(
+        [(0,)],
+        ops.elbo_reduction(logits, no_rows, ll_l, kl_l, ll_u, kl_u, 1.0),
+        {"logits_y": logits, "ll_l": ll_l, "kl_l": kl_l, "ll_u": ll_u, "kl_u": kl_u},
+    )

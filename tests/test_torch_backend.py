@@ -46,3 +46,11 @@ def test_equivalence_check_can_fail():
                 check_backend("torch", 7, 10, "mixed")
         finally:
             backends._OPS_CACHE["torch"] = base
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_ops_on_empty_inputs(dtype):
+    from ssvae_fast import backends
+    from tests.equivalence import check_empty_inputs
+
+    check_empty_inputs(backends.get_ops("torch"), dtype)

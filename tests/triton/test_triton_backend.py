@@ -22,7 +22,7 @@ from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
 from ssvae_fast.ops.class_conditional import class_conditional_activation_torch
 from ssvae_fast.ops.elbo import elbo_reduction_torch
 from ssvae_fast.ops.gaussian import gaussian_reparam_kl_torch
-from tests.equivalence import check_backend, run
+from tests.equivalence import check_backend, check_empty_inputs, run
 from tests.factories import cast_model, make_batch, make_model
 from tests.tolerance import assert_close_to_reference
 
@@ -332,41 +332,9 @@ def test_elbo_extreme_logits():
 # ------------------------------------------------------------------------------------------------------
 # Empty inputs: right shapes, zero gradients.
 # ------------------------------------------------------------------------------------------------------
-def _assert_empty_op(out_shapes, outs, leaves):
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    assert [tuple(o.shape) for o in outs] == out_shapes
-    sum(o.sum() for o in outs).backward()
-    for name, leaf in leaves.items():
-        assert leaf.grad is not None and leaf.grad.shape == leaf.shape, name
-        assert torch.all(leaf.grad == 0), name
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_empty_inputs(dtype):
-    ops = _ops()
-    z = lambda *s: torch.zeros(*s, dtype=dtype, device=DEVICE, requires_grad=True)  # noqa: E731
-    rand = lambda *s: torch.rand(*s, dtype=dtype, device=DEVICE).requires_grad_(True)  # noqa: E731
-    no_rows = torch.empty(0, dtype=torch.int64, device=DEVICE)
-
-    a, w = z(0, 19), rand(19, 4)
-    _assert_empty_op([(0, 4, 19)], ops.class_conditional_activation(a, w, None, "softplus"), {"a": a, "w_y": w})
-    a, w = z(0, 19), rand(19, 4)
-    _assert_empty_op([(0, 19)], ops.class_conditional_activation(a, w, no_rows, "relu"), {"a": a, "w_y": w})
-
-    head, eps = z(0, 10), z(0, 5)
-    _assert_empty_op([(0, 5), (0,)], ops.gaussian_reparam_kl(head, eps), {"head": head, "eps": eps})
-
-    for h_shape in [(0, 1, 19), (0, 10, 19)]:
-        h, weight, bias, x = z(*h_shape), rand(37, 19), rand(37), z(0, 37)
-        leaves = {"h": h, "weight": weight, "bias": bias, "x": x}
-        _assert_empty_op([h_shape[:2]], ops.bernoulli_loglik_linear(h, weight, bias, x), leaves)
-
-    logits, ll_l, kl_l, ll_u, kl_u = z(0, 3), z(0), z(0), z(0, 3), z(0, 3)
-    _assert_empty_op(
-        [(0,)],
-        ops.elbo_reduction(logits, no_rows, ll_l, kl_l, ll_u, kl_u, 1.0),
-        {"logits_y": logits, "ll_l": ll_l, "kl_l": kl_l, "ll_u": ll_u, "kl_u": kl_u},
-    )
+    check_empty_inputs(_ops(), dtype, DEVICE)
 
 
 # ------------------------------------------------------------------------------------------------------
