@@ -9,11 +9,17 @@ C++/CUDA kernels for the others. The arithmetic is the reference's, reorganized:
 3. the decoder's last layer and the Bernoulli log-likelihood form one op;
 4. reparameterization and KL form one op; 5. the ELBO reduction is one op.
 
-Labelled rows (one class each) and unlabelled rows (C classes each) go through the encoder's deeper
-layers and the whole decoder as one batch of n_l + n_u * C rows.
+Labelled rows (one class each, n_l rows) and unlabelled rows (every class, n_u * C rows) run through the
+encoder and the decoder as two streams that share the parameters and meet only in the ELBO reduction,
+which takes their per-row log-likelihoods and KLs separately. Nothing of size (rows, H) or (rows, D) is
+ever concatenated, forward or backward (a single batch of n_l + n_u * C rows would copy the encoder's
+hidden activations into one tensor in the forward and the decoder's hidden gradient in the backward);
+the weights the streams share receive two gradients, which autograd adds (parameter-sized, small).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
@@ -27,31 +33,33 @@ def per_example_losses(model, ops, x_l, y_l, x_u, eps_l, eps_u, alpha: float) ->
     x_all = torch.cat([x_l, x_u]) if n_l and n_u else (x_l if n_l else x_u)
     logits_y = model.classifier(x_all)
 
-    # Encoder first layer: W_x x once per example; the class column plus the bias, W_y[:, c] + b, is
-    # added by the op. (`split` rather than slicing: its backward is one copy, not a zero-fill per slice.)
+    # First layers: W_v v once per row of v; the class column plus the bias, W_y[:, c] + b, is added by
+    # the op. (`split` rather than slicing: its backward is one copy, not a zero-fill per slice.)
     w_x, w_y = encoder.input.weight.split([x_dim, n_classes], dim=1)
-    class_columns = w_y + encoder.input.bias.unsqueeze(1)  # (H, C)
-    a_l, a_u = (x_all @ w_x.t()).split([n_l, n_u])
-    h_l = ops.class_conditional_activation(a_l, class_columns, y_l, encoder.activation)
-    h_u = ops.class_conditional_activation(a_u, class_columns, None, encoder.activation)
-    h = torch.cat([h_l, h_u.reshape(n_u * n_classes, h_l.shape[1])])
-    del h_l, h_u  # dead after the cat; not held at the forward's peak
-    head = encoder.head(encoder.run_hidden_layers(h))  # (n_l + n_u*C, 2Z)
-
-    eps = torch.cat([eps_l, eps_u.reshape(n_u * n_classes, z_dim)])
-    z, kl = ops.gaussian_reparam_kl(head, eps)
-
-    # Decoder first layer on [z, onehot(c)]: W_z z plus the class column (and bias) of each row.
-    classes = torch.cat([y_l, torch.arange(n_classes, device=y_l.device).repeat(n_u)])
+    enc_columns = w_y + encoder.input.bias.unsqueeze(1)  # (H, C)
     w_z, w_y_dec = decoder.input.weight.split([z_dim, n_classes], dim=1)
-    h_dec = ops.class_conditional_activation(
-        z @ w_z.t(), w_y_dec + decoder.input.bias.unsqueeze(1), classes, decoder.activation
-    )
-    h_dec = decoder.run_hidden_layers(h_dec)
+    dec_columns = w_y_dec + decoder.input.bias.unsqueeze(1)
+    a_l, a_u = (x_all @ w_x.t()).split([n_l, n_u])
 
-    w_out, b_out = decoder.output.weight, decoder.output.bias
-    h_dec_l, h_dec_u = h_dec.split([n_l, n_u * n_classes])
-    ll_l = ops.bernoulli_loglik_linear(h_dec_l.unsqueeze(1), w_out, b_out, x_l).squeeze(1)
-    ll_u = ops.bernoulli_loglik_linear(h_dec_u.view(n_u, n_classes, h_dec.shape[1]), w_out, b_out, x_u)
-    kl_l, kl_u = kl.split([n_l, n_u * n_classes])
-    return ops.elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u.view(n_u, n_classes), alpha)
+    def stream(a, x, classes: Optional[torch.Tensor], eps):
+        """(ll, kl), each (n,) for labelled rows (classes given) or (n, C) for unlabelled ones (None)."""
+        n = a.shape[0]
+        k = 1 if classes is not None else n_classes
+        if n == 0:  # an absent stream: empty terms, no op calls
+            empty = a.new_empty((0,) if k == 1 else (0, k))
+            return empty, empty
+        h = ops.class_conditional_activation(a, enc_columns, classes, encoder.activation)
+        head = encoder.head(encoder.run_hidden_layers(h.reshape(n * k, h.shape[-1])))
+        z, kl = ops.gaussian_reparam_kl(head, eps.reshape(n * k, z_dim))
+        if classes is None:  # row (i, c) of the unlabelled stream decodes class c
+            classes = torch.arange(n_classes, device=a.device).repeat(n)
+        h_dec = ops.class_conditional_activation(z @ w_z.t(), dec_columns, classes, decoder.activation)
+        h_dec = decoder.run_hidden_layers(h_dec)
+        ll = ops.bernoulli_loglik_linear(
+            h_dec.view(n, k, h_dec.shape[1]), decoder.output.weight, decoder.output.bias, x
+        )
+        return (ll.squeeze(1), kl) if k == 1 else (ll, kl.view(n, k))
+
+    ll_l, kl_l = stream(a_l, x_l, y_l, eps_l)
+    ll_u, kl_u = stream(a_u, x_u, None, eps_u)
+    return ops.elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha)

@@ -7,7 +7,8 @@ Each op has the signature and semantics of its plain-torch face in this package
 implementation and an autograd formula that calls a second custom op `ssvae_fast::<op>_cuda_backward`, so
 `torch.compile` traces through them without graph breaks and CUDA graphs capture them: the launchers never
 synchronize with the host, launch on torch's current stream (`torch.cuda.current_stream().cuda_stream`)
-and take their workspaces from torch's caching allocator.
+and take their workspaces from torch's caching allocator. `ops.glue.FusedOp` registers each pair; eager
+calls reach the same implementations without the dispatcher's round trip.
 
 Devices and dtypes: CUDA tensors, one device per call; float32, float64, bfloat16 or float16, one dtype
 for all float inputs of an op; class indices int64. Inputs are passed with their strides (no copies),
@@ -48,8 +49,8 @@ from .. import _ext
 from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
 from .class_conditional import check_class_conditional_inputs
 from .elbo import check_elbo_inputs
-from .elbo_autograd import register_elbo_autograd
 from .gaussian import check_gaussian_inputs
+from .glue import FusedOp, elbo_fused_op
 
 __all__ = [
     "cuda_ops",
@@ -202,8 +203,7 @@ def _ptr(t: Optional[Tensor]) -> int:
 # ======================================================================================================
 # 1. Class-conditional first layer: act(a + w_y[:, c]).
 # ======================================================================================================
-@torch.library.custom_op("ssvae_fast::class_conditional_activation_cuda", mutates_args=())
-def _class_conditional_op(a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str) -> Tensor:
+def _class_conditional_forward(a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str) -> Tensor:
     _require_cuda("class_conditional_activation_cuda", a, w_y, classes)
     N, H = a.shape
     C = w_y.shape[1]
@@ -222,14 +222,12 @@ def _class_conditional_op(a: Tensor, w_y: Tensor, classes: Optional[Tensor], act
     return out
 
 
-@_class_conditional_op.register_fake
-def _(a, w_y, classes, activation):
+def _class_conditional_fake(a, w_y, classes, activation):
     N, H = a.shape
     return a.new_empty((N, w_y.shape[1], H) if classes is None else (N, H))
 
 
-@torch.library.custom_op("ssvae_fast::class_conditional_activation_cuda_backward", mutates_args=())
-def _class_conditional_backward_op(
+def _class_conditional_backward_impl(
     grad: Tensor, a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str
 ) -> Tuple[Tensor, Tensor]:
     """(da (N, H), dw_y (H, C)), both contiguous; see the VJP in csrc/cuda/class_conditional.cu."""
@@ -258,8 +256,7 @@ def _class_conditional_backward_op(
     return da, dw_y
 
 
-@_class_conditional_backward_op.register_fake
-def _(grad, a, w_y, classes, activation):
+def _class_conditional_backward_fake(grad, a, w_y, classes, activation):
     return a.new_empty(a.shape), a.new_empty(w_y.shape)
 
 
@@ -269,14 +266,17 @@ def _class_conditional_setup_context(ctx, inputs, output) -> None:
     ctx.activation = activation
 
 
-def _class_conditional_backward(ctx, grad):
+def _class_conditional_vjp(ctx, backward, grad):
     a, w_y, classes = ctx.saved_tensors
-    da, dw_y = _class_conditional_backward_op(grad, a, w_y, classes, ctx.activation)
+    da, dw_y = backward(grad, a, w_y, classes, ctx.activation)
     needs = ctx.needs_input_grad
     return (da if needs[0] else None, dw_y if needs[1] else None, None, None)
 
 
-_class_conditional_op.register_autograd(_class_conditional_backward, setup_context=_class_conditional_setup_context)
+_class_conditional_op = FusedOp(
+    "class_conditional_activation_cuda", _class_conditional_forward, _class_conditional_fake, _class_conditional_backward_impl, _class_conditional_backward_fake,
+    _class_conditional_setup_context, _class_conditional_vjp,
+)
 
 
 def class_conditional_activation_cuda(
@@ -300,8 +300,7 @@ def class_conditional_activation_cuda(
 # ======================================================================================================
 # 2. Gaussian head epilogue: [mu, logvar], eps -> z, kl.
 # ======================================================================================================
-@torch.library.custom_op("ssvae_fast::gaussian_reparam_kl_cuda", mutates_args=())
-def _gaussian_op(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
+def _gaussian_forward(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
     _require_cuda("gaussian_reparam_kl_cuda", head, eps)
     R, Z = eps.shape
     z = head.new_empty((R, Z))
@@ -319,13 +318,11 @@ def _gaussian_op(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
     return z, kl
 
 
-@_gaussian_op.register_fake
-def _(head, eps):
+def _gaussian_fake(head, eps):
     return head.new_empty(eps.shape), head.new_empty((eps.shape[0],))
 
 
-@torch.library.custom_op("ssvae_fast::gaussian_reparam_kl_cuda_backward", mutates_args=())
-def _gaussian_backward_op(head: Tensor, eps: Tensor, grad_z: Tensor, grad_kl: Tensor) -> Tuple[Tensor, Tensor]:
+def _gaussian_backward_impl(head: Tensor, eps: Tensor, grad_z: Tensor, grad_kl: Tensor) -> Tuple[Tensor, Tensor]:
     """(d head (R, 2Z), d eps (R, Z)), contiguous; see the VJP in csrc/cuda/gaussian.cu."""
     _require_cuda("gaussian_reparam_kl_cuda_backward", head, eps, grad_z, grad_kl)
     R, Z = eps.shape
@@ -346,8 +343,7 @@ def _gaussian_backward_op(head: Tensor, eps: Tensor, grad_z: Tensor, grad_kl: Te
     return dhead, deps
 
 
-@_gaussian_backward_op.register_fake
-def _(head, eps, grad_z, grad_kl):
+def _gaussian_backward_fake(head, eps, grad_z, grad_kl):
     return head.new_empty((eps.shape[0], 2 * eps.shape[1])), head.new_empty(eps.shape)
 
 
@@ -355,14 +351,17 @@ def _gaussian_setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(*inputs)
 
 
-def _gaussian_backward(ctx, grad_z, grad_kl):
+def _gaussian_vjp(ctx, backward, grad_z, grad_kl):
     head, eps = ctx.saved_tensors
-    dhead, deps = _gaussian_backward_op(head, eps, grad_z, grad_kl)
+    dhead, deps = backward(head, eps, grad_z, grad_kl)
     needs = ctx.needs_input_grad
     return (dhead if needs[0] else None, deps if needs[1] else None)
 
 
-_gaussian_op.register_autograd(_gaussian_backward, setup_context=_gaussian_setup_context)
+_gaussian_op = FusedOp(
+    "gaussian_reparam_kl_cuda", _gaussian_forward, _gaussian_fake, _gaussian_backward_impl, _gaussian_backward_fake,
+    _gaussian_setup_context, _gaussian_vjp,
+)
 
 
 def gaussian_reparam_kl_cuda(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
@@ -402,8 +401,7 @@ def _bernoulli_forward_launch(
         )
 
 
-@torch.library.custom_op("ssvae_fast::bernoulli_loglik_linear_cuda", mutates_args=())
-def _bernoulli_op(
+def _bernoulli_forward(
     h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, store_s: bool, precision: str
 ) -> Tuple[Tensor, Tensor]:
     """(ll (N, C), s (N*C, D) = x - sigmoid(l) when store_s, else an empty 1-D tensor)."""
@@ -417,14 +415,12 @@ def _bernoulli_op(
     return ll, s
 
 
-@_bernoulli_op.register_fake
-def _(h, weight, bias, x, store_s, precision):
+def _bernoulli_fake(h, weight, bias, x, store_s, precision):
     N, C, _ = h.shape
     return h.new_empty((N, C)), h.new_empty((N * C, weight.shape[0]) if store_s else (0,))
 
 
-@torch.library.custom_op("ssvae_fast::bernoulli_loglik_linear_cuda_backward", mutates_args=())
-def _bernoulli_backward_op(
+def _bernoulli_backward_impl(
     grad_ll: Tensor, h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Tensor, precision: str
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dh (N, C, H), dW (D, H), db (D,) or empty without bias, dx (N, D)); the VJP of
@@ -451,8 +447,7 @@ def _bernoulli_backward_op(
     return dh.reshape(N, C, H), dweight, dbias, dx
 
 
-@_bernoulli_backward_op.register_fake
-def _(grad_ll, h, weight, bias, x, s, precision):
+def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, precision):
     N, C, H = h.shape
     return (
         h.new_empty((N, C, H)),
@@ -471,11 +466,11 @@ def _bernoulli_setup_context(ctx, inputs, output) -> None:
     ctx.set_materialize_grads(False)
 
 
-def _bernoulli_backward(ctx, grad_ll, grad_s):
+def _bernoulli_vjp(ctx, backward, grad_ll, grad_s):
     if grad_ll is None:
         return None, None, None, None, None, None
     h, weight, bias, x, s = ctx.saved_tensors
-    dh, dweight, dbias, dx = _bernoulli_backward_op(grad_ll, h, weight, bias, x, s, ctx.precision)
+    dh, dweight, dbias, dx = backward(grad_ll, h, weight, bias, x, s, ctx.precision)
     needs = ctx.needs_input_grad
     return (
         dh if needs[0] else None,
@@ -487,7 +482,10 @@ def _bernoulli_backward(ctx, grad_ll, grad_s):
     )
 
 
-_bernoulli_op.register_autograd(_bernoulli_backward, setup_context=_bernoulli_setup_context)
+_bernoulli_op = FusedOp(
+    "bernoulli_loglik_linear_cuda", _bernoulli_forward, _bernoulli_fake, _bernoulli_backward_impl, _bernoulli_backward_fake,
+    _bernoulli_setup_context, _bernoulli_vjp,
+)
 
 
 def bernoulli_loglik_linear_cuda(
@@ -517,8 +515,7 @@ def bernoulli_loglik_linear_cuda(
 # ======================================================================================================
 # 4. ELBO reduction.
 # ======================================================================================================
-@torch.library.custom_op("ssvae_fast::elbo_reduction_cuda", mutates_args=())
-def _elbo_op(
+def _elbo_forward(
     logits_y: Tensor, y_l: Tensor, ll_l: Tensor, kl_l: Tensor, ll_u: Tensor, kl_u: Tensor, alpha: float
 ) -> Tensor:
     _require_cuda("elbo_reduction_cuda", logits_y, y_l, ll_l, kl_l, ll_u, kl_u)
@@ -542,13 +539,7 @@ def _elbo_op(
     return loss
 
 
-@_elbo_op.register_fake
-def _(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha):
-    return logits_y.new_empty((logits_y.shape[0],))
-
-
-@torch.library.custom_op("ssvae_fast::elbo_reduction_cuda_backward", mutates_args=())
-def _elbo_backward_op(
+def _elbo_backward(
     grad: Tensor, logits_y: Tensor, y_l: Tensor, ll_u: Tensor, kl_u: Tensor, alpha: float
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(d logits_y, d ll_l, d kl_l, d ll_u, d kl_u), contiguous; see the VJP in csrc/cuda/elbo.cu."""
@@ -578,7 +569,7 @@ def _elbo_backward_op(
     return dlogits, dll_l, dkl_l, dll_u, dkl_u
 
 
-register_elbo_autograd(_elbo_op, _elbo_backward_op)
+_elbo_op = elbo_fused_op("cuda", _elbo_forward, _elbo_backward)
 
 
 def elbo_reduction_cuda(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float) -> Tensor:
