@@ -1,7 +1,8 @@
 """`ssvae_fast.ops.glue.FusedOp`: eager calls (a torch.autograd.Function around the two implementations)
 and the registered custom ops give the same tensors bit for bit, forward and backward, for every fused op
 of every compiled backend that runs here (`cpu`; `triton` under its interpreter or on a GPU; `cuda` on a
-GPU); tracers (fake tensors, torch.compile) get the custom ops.
+GPU); tracers (fake tensors, torch.compile) get the custom ops. The autocast casting rule the GPU backends
+share.
 """
 
 from __future__ import annotations
@@ -112,3 +113,19 @@ def test_fused_op_routes_tracers_to_the_custom_op():
     assert fake.shape == (2,) and calls == ["Tensor", "Tensor"]
     compiled = torch.compile(lambda t: op(t) + 1, fullgraph=True, backend="eager")
     assert torch.equal(compiled(torch.ones(2)), torch.full((2,), 3.0))
+
+
+def test_autocast_casting_rule(monkeypatch):
+    """The cuda and triton backends' casting rule. Under autocast (state patched, so that it runs anywhere)
+    the GEMM op's inputs go to the autocast dtype, fp64 stays; the elementwise ops promote mixed inputs;
+    outside autocast nothing changes."""
+    bf, f32, f64 = (torch.zeros(2, dtype=d) for d in (torch.bfloat16, torch.float32, torch.float64))
+    idx = torch.zeros(2, dtype=torch.int64)
+    same = glue.autocast_inputs((bf, f32, None, idx), matmul=True)
+    assert [t.dtype if t is not None else None for t in same] == [torch.bfloat16, torch.float32, None, torch.int64]
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda device_type=None: True)
+    monkeypatch.setattr(torch, "get_autocast_dtype", lambda device_type=None: torch.bfloat16)
+    cast = glue.autocast_inputs((bf, f32, None, f64), matmul=True)
+    assert [t.dtype if t is not None else None for t in cast] == [torch.bfloat16, torch.bfloat16, None, torch.float64]
+    promoted = glue.autocast_inputs((bf, f32, idx), matmul=False)
+    assert [t.dtype for t in promoted] == [torch.float32, torch.float32, torch.int64]

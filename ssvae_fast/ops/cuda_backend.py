@@ -50,7 +50,7 @@ from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
 from .class_conditional import check_class_conditional_inputs
 from .elbo import check_elbo_inputs
 from .gaussian import check_gaussian_inputs
-from .glue import FusedOp, elbo_fused_op
+from .glue import FusedOp, autocast_inputs, elbo_fused_op
 
 __all__ = [
     "cuda_ops",
@@ -143,26 +143,6 @@ def _check_tensors(op: str, floats: dict, ints: Optional[dict] = None) -> None:
     for name, t in ints.items():
         if t.dtype != torch.int64:
             raise TypeError(f"{op}: {name} must be int64 class indices, got {t.dtype}")
-
-
-def _autocast_inputs(tensors: tuple, matmul: bool) -> tuple:
-    """`tensors` as the op takes them under torch.autocast("cuda") (see the module docstring); unchanged
-    outside autocast. matmul: cast every float32/16-bit tensor to the autocast dtype (float64 is never
-    autocast); otherwise promote mixed float dtypes to the widest. Casts are differentiable."""
-    floats = [t for t in tensors if isinstance(t, Tensor) and t.is_floating_point()]
-    if not floats or not torch.is_autocast_enabled("cuda"):
-        return tensors
-    if matmul:
-        target = torch.get_autocast_dtype("cuda")
-        eligible = lambda t: t.dtype != torch.float64  # noqa: E731
-    else:
-        target = floats[0].dtype
-        for t in floats[1:]:
-            target = torch.promote_types(target, t.dtype)
-        eligible = lambda t: True  # noqa: E731
-    return tuple(
-        t.to(target) if isinstance(t, Tensor) and t.is_floating_point() and eligible(t) else t for t in tensors
-    )
 
 
 def _require_cuda(op: str, *tensors: Optional[Tensor]) -> None:
@@ -292,7 +272,7 @@ def class_conditional_activation_cuda(
     check_class_conditional_inputs(a, w_y, classes)
     if activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {_ACTIVATIONS}")
-    a, w_y = _autocast_inputs((a, w_y), matmul=False)
+    a, w_y = autocast_inputs((a, w_y), matmul=False)
     _check_tensors("class_conditional_activation_cuda", {"a": a, "w_y": w_y}, {"classes": classes})
     return _class_conditional_op(a, w_y, classes, activation)
 
@@ -369,7 +349,7 @@ def gaussian_reparam_kl_cuda(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]
     kl = 0.5 * sum_k (mu^2 + exp(logvar) - 1 - logvar) (R,), by one CUDA kernel (and one for the backward,
     to head and eps). KL accumulates in fp32 (fp64 for fp64 inputs). Any strides."""
     check_gaussian_inputs(head, eps)
-    head, eps = _autocast_inputs((head, eps), matmul=False)
+    head, eps = autocast_inputs((head, eps), matmul=False)
     _check_tensors("gaussian_reparam_kl_cuda", {"head": head, "eps": eps})
     return _gaussian_op(head, eps)
 
@@ -501,7 +481,7 @@ def bernoulli_loglik_linear_cuda(
     s = x - sigmoid(l), (N*C, D), for the backward.
     """
     check_bernoulli_linear_inputs(h, weight, bias, x)
-    h, weight, bias, x = _autocast_inputs((h, weight, bias, x), matmul=True)
+    h, weight, bias, x = autocast_inputs((h, weight, bias, x), matmul=True)
     _check_tensors("bernoulli_loglik_linear_cuda", {"h": h, "weight": weight, "bias": bias, "x": x})
     if precision is None:
         precision = get_precision()
@@ -581,7 +561,7 @@ def elbo_reduction_cuda(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float) -> 
     One warp per row; log-softmax in fp32 (fp64 for fp64 inputs). Differentiable in logits_y, ll_*, kl_*.
     """
     check_elbo_inputs(logits_y, y_l, ll_l, kl_l, ll_u, kl_u)
-    logits_y, ll_l, kl_l, ll_u, kl_u = _autocast_inputs((logits_y, ll_l, kl_l, ll_u, kl_u), matmul=False)
+    logits_y, ll_l, kl_l, ll_u, kl_u = autocast_inputs((logits_y, ll_l, kl_l, ll_u, kl_u), matmul=False)
     _check_tensors(
         "elbo_reduction_cuda",
         {"logits_y": logits_y, "ll_l": ll_l, "kl_l": kl_l, "ll_u": ll_u, "kl_u": kl_u},

@@ -29,6 +29,28 @@ import torch
 from torch import Tensor
 
 
+def autocast_inputs(tensors: tuple, matmul: bool, device_type: str = "cuda") -> tuple:
+    """`tensors` as an op takes them under `torch.autocast(device_type)`; unchanged outside autocast (the
+    cuda and triton backends' public functions call this first, as torch's own ops would cast).
+    matmul: cast every float32/16-bit tensor to the autocast dtype (float64 is never autocast), as for a
+    linear layer; otherwise promote mixed float dtypes to the widest (a bf16 activation meeting a float32
+    weight column runs in float32). Non-float entries and None pass through; the casts are differentiable."""
+    floats = [t for t in tensors if isinstance(t, Tensor) and t.is_floating_point()]
+    if not floats or not torch.is_autocast_enabled(device_type):
+        return tensors
+    if matmul:
+        target = torch.get_autocast_dtype(device_type)
+        eligible = lambda t: t.dtype != torch.float64  # noqa: E731
+    else:
+        target = floats[0].dtype
+        for t in floats[1:]:
+            target = torch.promote_types(target, t.dtype)
+        eligible = lambda t: True  # noqa: E731
+    return tuple(
+        t.to(target) if isinstance(t, Tensor) and t.is_floating_point() and eligible(t) else t for t in tensors
+    )
+
+
 def tracing() -> bool:
     """True under torch.compile / torch.export or any torch_dispatch mode (fake tensors, make_fx proxies,
     FLOP counters): then the ops must be the registered custom ops, not plain Python."""

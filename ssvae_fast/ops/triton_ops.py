@@ -10,9 +10,12 @@ Bernoulli kernels happens on the first call for a shape, so warm up before captu
 registers each pair; eager calls reach the same implementations without the dispatcher's round trip.
 
 Devices and dtypes: CUDA tensors (CPU tensors only under TRITON_INTERPRET=1); float16, bfloat16, float32,
-float64, one dtype for all float inputs of an op; class indices int64. Every reduction accumulates in
-fp32 (fp64 for fp64 inputs). Outputs have the input dtype. No float atomics: results are bitwise
-reproducible run to run on the same device. Gradients flow to every float input; second derivatives
+float64, one dtype for all float inputs of an op; class indices int64. Under `torch.autocast` the public
+functions cast first, as torch would (`ops.glue.autocast_inputs`): the Bernoulli op (a GEMM) takes its
+float32/16-bit inputs in the autocast dtype, the elementwise ops promote mixed inputs to the widest
+dtype; outside autocast, mixed dtypes are an error. Every reduction accumulates in fp32 (fp64 for fp64
+inputs). Outputs have the input dtype. No float atomics: results are bitwise reproducible run to run on
+the same device. Gradients flow to every float input; second derivatives
 are not implemented. Empty inputs (N = 0 rows) return empty outputs and zero gradients.
 """
 
@@ -36,7 +39,7 @@ from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
 from .class_conditional import check_class_conditional_inputs
 from .elbo import check_elbo_inputs
 from .gaussian import check_gaussian_inputs
-from .glue import FusedOp, elbo_fused_op
+from .glue import FusedOp, autocast_inputs, elbo_fused_op
 
 __all__ = [
     "class_conditional_activation_triton",
@@ -193,6 +196,7 @@ def class_conditional_activation_triton(
     check_class_conditional_inputs(a, w_y, classes)
     if activation not in _cc.ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {tuple(_cc.ACTIVATIONS)}")
+    a, w_y = autocast_inputs((a, w_y), matmul=False, device_type=a.device.type)
     _check_tensors("class_conditional_activation_triton", {"a": a, "w_y": w_y}, {"classes": classes})
     return _class_conditional_op(a, w_y, classes, activation)
 
@@ -265,6 +269,7 @@ def gaussian_reparam_kl_triton(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tenso
     kl = 0.5 * sum_k (mu^2 + exp(logvar) - 1 - logvar) (R,), by one Triton kernel (and one for the
     backward, to head and eps). KL accumulates in fp32 (fp64 for fp64 inputs). Any strides."""
     check_gaussian_inputs(head, eps)
+    head, eps = autocast_inputs((head, eps), matmul=False, device_type=head.device.type)
     _check_tensors("gaussian_reparam_kl_triton", {"head": head, "eps": eps})
     return _gaussian_op(head, eps)
 
@@ -404,6 +409,7 @@ def bernoulli_loglik_linear_triton(h: Tensor, weight: Tensor, bias: Optional[Ten
     `ssvae_fast.triton.set_bernoulli_recompute(True)` (then the backward recomputes the logits).
     """
     check_bernoulli_linear_inputs(h, weight, bias, x)
+    h, weight, bias, x = autocast_inputs((h, weight, bias, x), matmul=True, device_type=h.device.type)
     _check_tensors("bernoulli_loglik_linear_triton", {"h": h, "weight": weight, "bias": bias, "x": x})
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (h, weight, bias, x)
@@ -477,6 +483,9 @@ def elbo_reduction_triton(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float) -
     Log-softmax in fp32 (fp64 for fp64 inputs). Differentiable in logits_y, ll_*, kl_*.
     """
     check_elbo_inputs(logits_y, y_l, ll_l, kl_l, ll_u, kl_u)
+    logits_y, ll_l, kl_l, ll_u, kl_u = autocast_inputs(
+        (logits_y, ll_l, kl_l, ll_u, kl_u), matmul=False, device_type=logits_y.device.type
+    )
     _check_tensors(
         "elbo_reduction_triton",
         {"logits_y": logits_y, "ll_l": ll_l, "kl_l": kl_l, "ll_u": ll_u, "kl_u": kl_u},

@@ -74,20 +74,3 @@ def test_backend_reports_why_it_is_unavailable():
     assert reason is not None and "CUDA" in reason
     with pytest.raises(backends.BackendUnavailableError, match="not available"):
         backends.resolve("cuda", torch.device("cpu"))
-
-
-def test_autocast_casting_rule(monkeypatch):
-    """Under autocast (state patched: no GPU here) the GEMM op's inputs go to the autocast dtype, fp64 stays;
-    the elementwise ops promote mixed inputs; outside autocast nothing changes."""
-    from ssvae_fast.ops import cuda_backend
-
-    bf, f32, f64 = (torch.zeros(2, dtype=d) for d in (torch.bfloat16, torch.float32, torch.float64))
-    idx = torch.zeros(2, dtype=torch.int64)
-    same = cuda_backend._autocast_inputs((bf, f32, None, idx), matmul=True)
-    assert [t.dtype if t is not None else None for t in same] == [torch.bfloat16, torch.float32, None, torch.int64]
-    monkeypatch.setattr(torch, "is_autocast_enabled", lambda device_type=None: True)
-    monkeypatch.setattr(torch, "get_autocast_dtype", lambda device_type=None: torch.bfloat16)
-    cast = cuda_backend._autocast_inputs((bf, f32, None, f64), matmul=True)
-    assert [t.dtype if t is not None else None for t in cast] == [torch.bfloat16, torch.bfloat16, None, torch.float64]
-    promoted = cuda_backend._autocast_inputs((bf, f32, idx), matmul=False)
-    assert [t.dtype for t in promoted] == [torch.float32, torch.float32, torch.int64]

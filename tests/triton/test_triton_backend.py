@@ -263,6 +263,57 @@ def test_half_precision_ops_match_torch(dtype):
         )
 
 
+def test_autocast_promotes_mixed_elementwise_inputs():
+    """Under torch.autocast a bf16 activation meets float32 parameters: the elementwise ops run in the wider
+    dtype, as torch's own elementwise ops do, and equal the float32 call; outside autocast mixed dtypes are
+    refused. (The Bernoulli op casts to the autocast dtype instead: a bf16 tl.dot, GPU only, covered by
+    test_autocast_bf16_model_against_tolerance_rule.)"""
+    ops = _ops()
+    bf = lambda t: t.to(torch.bfloat16)  # noqa: E731
+    r = lambda *shape, seed: _rand(*shape, seed=seed).float().to(DEVICE)  # noqa: E731
+    a, w_y = r(5, 12, seed=60), r(12, 3, seed=61)
+    head, eps = r(6, 8, seed=62), r(6, 4, seed=63)
+    logits = r(5, 3, seed=64)
+    y_l = torch.tensor([2, 0], device=DEVICE)
+    ll_l, kl_l, ll_u, kl_u = (r(*s, seed=65 + i) for i, s in enumerate([(2,), (2,), (3, 3), (3, 3)]))
+    calls = {
+        "class_conditional_activation": lambda cast: ops.class_conditional_activation(cast(a), w_y, None, "softplus"),
+        "gaussian_reparam_kl": lambda cast: ops.gaussian_reparam_kl(cast(head), eps),
+        "elbo_reduction": lambda cast: ops.elbo_reduction(cast(logits), y_l, ll_l, kl_l, ll_u, kl_u, 2.0),
+    }
+    for name, call in calls.items():
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            got = call(bf)
+        expected = call(lambda t: bf(t).float())
+        for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+            assert g.dtype == torch.float32 and torch.equal(g, e), name
+        with pytest.raises(TypeError, match="one dtype"):
+            call(bf)
+
+
+@needs_cuda
+def test_autocast_bf16_model_against_tolerance_rule():
+    """model.loss under torch.autocast(bfloat16) with float32 parameters (the benchmarks' "bf16" setting):
+    op inputs are cast as torch would, and the losses and gradients are no worse than twice the reference's
+    own error under the same autocast (plus the bfloat16 floor), against the float64 reference."""
+    import ssvae_fast.triton as st
+    from tests.tolerance import FLOORS
+
+    model64 = make_model(150, 10, 5, 70, dtype=torch.float64, device=DEVICE)
+    batch64 = make_batch(model64, 16, 17, dtype=torch.float64, device=DEVICE)
+    ref64 = run(model64, "reference", batch64)
+    model32, batch32 = cast_model(model64, torch.float32), batch64.to(dtype=torch.float32)
+    with torch.autocast("cuda", dtype=torch.bfloat16), st.set_input_precision("tf32"):
+        ref_ac = run(cast_model(model32, torch.float32), "reference", batch32)
+        fast_ac = run(cast_model(model32, torch.float32), "triton", batch32)
+    for key in ref64:
+        fast, ref, exact = (t[key].double().cpu() for t in (fast_ac, ref_ac, ref64))
+        assert torch.isfinite(fast).all(), key
+        bound = 2 * float((ref - exact).abs().max()) + FLOORS[torch.bfloat16] * max(1.0, float(exact.abs().max()))
+        err = float((fast - exact).abs().max())
+        assert err <= bound, f"{key}: error {err:.3e} > bound {bound:.3e}"
+
+
 # ------------------------------------------------------------------------------------------------------
 # Extreme values: finite, and equal to the torch formula.
 # ------------------------------------------------------------------------------------------------------
