@@ -24,7 +24,7 @@ from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
 from ssvae_fast.ops.class_conditional import class_conditional_activation_torch
 from ssvae_fast.ops.elbo import elbo_reduction_torch
 from ssvae_fast.ops.gaussian import gaussian_reparam_kl_torch
-from tests.equivalence import MIXES, SHAPES, check_backend, check_empty_inputs, run
+from tests.equivalence import MIXES, SHAPES, check_autocast_bf16, check_backend, check_empty_inputs, run
 from tests.factories import cast_model, make_batch, make_model
 from tests.tolerance import assert_close_to_reference
 
@@ -499,25 +499,7 @@ def test_half_precision_model_against_tolerance_rule(dtype):
 
 
 def test_autocast_bf16_against_tolerance_rule():
-    """model.loss under torch.autocast(bfloat16) with float32 parameters (the benchmarks' "bf16" setting):
-    mixed-dtype op inputs are cast as torch would, and the losses and gradients are no worse than twice the
-    reference's own error under the same autocast (plus the bfloat16 floor), against the float64 reference."""
-    from tests.tolerance import FLOORS
-
-    model64 = make_model(150, 10, 5, 70, dtype=torch.float64, device=DEVICE)
-    batch64 = make_batch(model64, 16, 17, dtype=torch.float64, device=DEVICE)
-    ref64 = run(model64, "reference", batch64)
-    model32, batch32 = cast_model(model64, torch.float32), batch64.to(dtype=torch.float32)
-    with torch.autocast("cuda", dtype=torch.bfloat16), cuda_backend.set_precision("tf32"):
-        ref_ac = run(cast_model(model32, torch.float32), "reference", batch32)
-        fast_ac = run(cast_model(model32, torch.float32), BACKEND, batch32)
-    for key in ref64:
-        fast, ref = fast_ac[key].double().cpu(), ref_ac[key].double().cpu()
-        exact = ref64[key].double().cpu()
-        assert torch.isfinite(fast).all(), key
-        bound = 2 * float((ref - exact).abs().max()) + FLOORS[torch.bfloat16] * max(1.0, float(exact.abs().max()))
-        err = float((fast - exact).abs().max())
-        assert err <= bound, f"{key}: error {err:.3e} > bound {bound:.3e}"
+    check_autocast_bf16(BACKEND, DEVICE, cuda_backend.set_precision("tf32"))
 
 
 @pytest.mark.parametrize("precision", ["tf32", "ieee"])
