@@ -101,7 +101,8 @@ def _logits_tile(
         k_mask = (k0 + ks) < H
         h_tile = tl.load(h_ptrs, mask=row_mask[:, None] & k_mask[None, :], other=0.0)
         w_tile = tl.load(w_ptrs, mask=k_mask[:, None] & col_mask[None, :], other=0.0)
-        acc = tl.dot(h_tile, w_tile, acc, input_precision=INPUT_PRECISION)
+        # out_dtype given: triton 3.6's tl.dot defaults it to float32, which a float64 accumulator refuses.
+        acc = tl.dot(h_tile, w_tile, acc, input_precision=INPUT_PRECISION, out_dtype=acc.dtype)
         h_ptrs += BLOCK_K * stride_hk
         w_ptrs += BLOCK_K * stride_wk
     if HAS_BIAS:
