@@ -26,6 +26,28 @@ import torch
 from ..functional import softplus
 
 
+def bernoulli_linear_vjp_from_s(s, grad_ll, h, weight, bias):
+    """(dh (N, C, H), dW (D, H), db (D,) or empty without bias, dx (N, D)) as torch GEMMs, from
+    s = x - sigmoid(l) (N*C, D) kept by a fused forward: dl = g * s is never formed (the row factor g goes
+    through the (M, H) side), and dx uses l's linearity in h. The backward of the GPU backends' ops."""
+    N, C, H = h.shape
+    M = N * C
+    h_rows = h.reshape(M, H)
+    g = grad_ll.reshape(M)
+    dh = (s @ weight) * g[:, None]  # dl W
+    dweight = s.t() @ (h_rows * g[:, None])  # dl^T h
+    dbias = s.t() @ g if bias is not None else h.new_empty((0,))  # sum_m dl[m]
+    return dh.reshape(N, C, H), dweight, dbias, bernoulli_linear_dx(grad_ll, h, weight, bias)
+
+
+def bernoulli_linear_dx(grad_ll, h, weight, bias):
+    """dx[n] = sum_c g[n, c] l[n, c] = W (sum_c g[n, c] h[n, c]) + b sum_c g[n, c], (N, D)."""
+    dx = torch.bmm(grad_ll.unsqueeze(1), h).squeeze(1) @ weight.t()
+    if bias is not None:
+        dx = dx + grad_ll.sum(1)[:, None] * bias
+    return dx
+
+
 def check_bernoulli_linear_inputs(h, weight, bias, x):
     if h.dim() != 3:
         raise ValueError(f"h must be (N, C, H), got shape {tuple(h.shape)}")

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from .. import _ext
-from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
+from .bernoulli_loglik_linear import bernoulli_linear_vjp_from_s, check_bernoulli_linear_inputs
 from .class_conditional import check_class_conditional_inputs
 from .elbo import check_elbo_inputs
 from .gaussian import check_gaussian_inputs
@@ -414,17 +414,7 @@ def _bernoulli_backward_impl(
         s = h.new_empty((M, D))
         if M > 0:
             _bernoulli_forward_launch(h, weight, bias, x, s, h.new_empty((N, C)), precision)
-    h_rows = h.reshape(M, H)
-    g = grad_ll.reshape(M)
-    dh = (s @ weight) * g[:, None]  # dl W with dl = g[:, None] * s
-    dweight = s.t() @ (h_rows * g[:, None])  # dl^T h
-    dbias = s.t() @ g if bias is not None else h.new_empty((0,))  # sum_m dl[m]
-    # dx[n] = sum_c g[n, c] * l[n, c] = W (sum_c g[n, c] h[n, c]) + b * sum_c g[n, c]
-    g_nc = g.reshape(N, C)
-    dx = torch.bmm(g_nc.unsqueeze(1), h).squeeze(1) @ weight.t()
-    if bias is not None:
-        dx = dx + g_nc.sum(1)[:, None] * bias
-    return dh.reshape(N, C, H), dweight, dbias, dx
+    return bernoulli_linear_vjp_from_s(s, grad_ll.reshape(N, C), h, weight, bias)
 
 
 def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, precision):

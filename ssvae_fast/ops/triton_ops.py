@@ -35,7 +35,11 @@ from ..triton import bernoulli_loglik_linear as _bll
 from ..triton import class_conditional as _cc
 from ..triton import elbo as _elbo
 from ..triton import gaussian as _gauss
-from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
+from .bernoulli_loglik_linear import (
+    bernoulli_linear_dx,
+    bernoulli_linear_vjp_from_s,
+    check_bernoulli_linear_inputs,
+)
 from .class_conditional import check_class_conditional_inputs
 from .elbo import check_elbo_inputs
 from .gaussian import check_gaussian_inputs
@@ -343,18 +347,9 @@ def _bernoulli_backward_impl(
         dh = dl @ weight
         dweight = dl.t() @ h_rows
         dbias = dl.sum(0) if bias is not None else h.new_empty((0,))
-    else:
-        # s = x - sigmoid(l) from the forward; the row factor g goes through the (M, H) side.
-        dh = (s @ weight) * g[:, None]
-        g_h = h_rows * g[:, None]
-        dweight = s.t() @ g_h
-        dbias = s.t() @ g if bias is not None else h.new_empty((0,))
-    # dx[n] = sum_c g[n, c] * l[n, c] = W (sum_c g[n, c] h[n, c]) + b * sum_c g[n, c]
-    g_nc = g.view(N, C)
-    dx = torch.bmm(g_nc.unsqueeze(1), h).squeeze(1) @ weight.t()
-    if bias is not None:
-        dx = dx + g_nc.sum(1)[:, None] * bias
-    return dh.view(N, C, H), dweight, dbias, dx
+        return dh.view(N, C, H), dweight, dbias, bernoulli_linear_dx(grad_ll.reshape(N, C), h, weight, bias)
+    # s = x - sigmoid(l) from the forward.
+    return bernoulli_linear_vjp_from_s(s, grad_ll.reshape(N, C), h, weight, bias)
 
 
 def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, recompute):
