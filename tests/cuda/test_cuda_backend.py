@@ -24,9 +24,9 @@ from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
 from ssvae_fast.ops.class_conditional import class_conditional_activation_torch
 from ssvae_fast.ops.elbo import elbo_reduction_torch
 from ssvae_fast.ops.gaussian import gaussian_reparam_kl_torch
+from tests import op_checks
 from tests.equivalence import MIXES, SHAPES, check_autocast_bf16, check_backend, check_empty_inputs, run
 from tests.factories import cast_model, make_batch, make_model
-from tests.tolerance import assert_close_to_reference
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and _ext.HAS_CUDA_EXT),
@@ -82,43 +82,15 @@ def test_cuda_backend_is_deterministic():
 # ------------------------------------------------------------------------------------------------------
 # Op level: each op against its plain-torch face.
 # ------------------------------------------------------------------------------------------------------
-def _outputs_and_grads(fn, inputs: dict, seed: int = 0):
-    """Outputs of fn(**inputs) and the gradients of sum_k <w_k, out_k> (random w_k) w.r.t. every float
-    input that requires grad; a flat dict of tensors."""
-    leaves = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.requires_grad}
-    out = fn(**inputs)
-    outs = out if isinstance(out, tuple) else (out,)
-    g = torch.Generator().manual_seed(seed)
-    total = sum((o * (0.5 + torch.rand(o.shape, generator=g, dtype=torch.float64)).to(o)).sum() for o in outs)
-    grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True) if leaves else ()
-    result = {f"out{i}": o.detach() for i, o in enumerate(outs)}
-    for (name, leaf), grad in zip(leaves.items(), grads):
-        result[f"grad {name}"] = grad if grad is not None else torch.zeros_like(leaf)
-    return result
-
-
-def check_op_against_torch(fast_fn, torch_fn, make_inputs, *, dtypes=(torch.float32, torch.float64)):
-    """Outputs and gradients of the CUDA op against the torch op in float64, under the tolerance rule
-    (float32/16-bit: no worse than twice the torch op's own error in that dtype, plus the floor; float64:
-    the floor)."""
-    ref64 = _outputs_and_grads(torch_fn, make_inputs(torch.float64))
-    for dtype in dtypes:
-        fast = _outputs_and_grads(fast_fn, make_inputs(dtype))
-        ref_lo = _outputs_and_grads(torch_fn, make_inputs(dtype)) if dtype != torch.float64 else ref64
-        assert fast.keys() == ref64.keys()
-        for key in ref64:
-            assert fast[key].device.type == torch.device(DEVICE).type, key
-            assert_close_to_reference(fast[key], ref_lo[key], ref64[key], name=f"{fast_fn.__name__} {dtype} {key}")
-
-
-def _rand(*shape, seed, scale=1.0, uniform=False):
-    g = torch.Generator().manual_seed(seed)
-    draw = torch.rand if uniform else torch.randn
-    return draw(*shape, generator=g, dtype=torch.float64) * scale
+_rand = op_checks.rand
 
 
 def _leaf(t64, dtype, requires_grad=True):
-    return t64.to(device=DEVICE, dtype=dtype, copy=True).requires_grad_(requires_grad)
+    return op_checks.leaf(t64, dtype, DEVICE, requires_grad)
+
+
+def check_op_against_torch(fast_fn, torch_fn, make_inputs, *, dtypes=(torch.float32, torch.float64)):
+    op_checks.check_op_against_torch(fast_fn, torch_fn, make_inputs, device=DEVICE, dtypes=dtypes)
 
 
 @pytest.mark.parametrize("activation", ["softplus", "relu"])
@@ -275,33 +247,11 @@ def test_class_conditional_extreme_preactivations(indexed, activation):
 
 
 def test_gaussian_extreme_logvar():
-    Z = 8
-    logvar64 = torch.linspace(-80, 80, 3 * Z, dtype=torch.float64).view(3, Z)  # exp(80) is finite in fp32
-    head64 = torch.cat([_rand(3, Z, seed=27, scale=100.0), logvar64], 1)
-    eps64 = _rand(3, Z, seed=28)
-
-    def make(dtype):
-        return {"head": _leaf(head64, dtype), "eps": _leaf(eps64, dtype)}
-
-    check_op_against_torch(_ops().gaussian_reparam_kl, gaussian_reparam_kl_torch, make)
+    op_checks.check_gaussian_extreme_logvar(_ops(), DEVICE, seed=27)
 
 
 def test_elbo_extreme_logits():
-    n_l, n_u, C = 3, 3, EXTREME.numel()
-    logits64 = torch.stack([EXTREME, EXTREME.flip(0), EXTREME * 0.5, EXTREME, -EXTREME, EXTREME.roll(3)])
-
-    def make(dtype):
-        return {
-            "logits_y": _leaf(logits64, dtype),
-            "y_l": torch.tensor([0, 10, 5], device=DEVICE),  # the least likely class, the most likely, the middle
-            "ll_l": _leaf(_rand(n_l, seed=29, scale=30.0), dtype),
-            "kl_l": _leaf(_rand(n_l, seed=30, uniform=True), dtype),
-            "ll_u": _leaf(_rand(n_u, C, seed=31, scale=30.0), dtype),
-            "kl_u": _leaf(_rand(n_u, C, seed=32, uniform=True), dtype),
-            "alpha": 0.7,
-        }
-
-    check_op_against_torch(_ops().elbo_reduction, elbo_reduction_torch, make)
+    op_checks.check_elbo_extreme_logits(_ops(), EXTREME, DEVICE, seed=29)
 
 
 # ------------------------------------------------------------------------------------------------------
