@@ -110,6 +110,42 @@ def check_autocast_bf16(backend: str, device, precision_setting) -> None:
         assert err <= bound, f"{key}: error {err:.3e} > bound {bound:.3e}"
 
 
+def check_compile_fullgraph(backend: str, device="cpu") -> None:
+    """fused.per_example_losses with `backend`'s ops compiles as one graph (fullgraph=True, forward and
+    backward through the backward custom ops) containing all four custom ops, and matches eager."""
+    from ssvae_fast import backends, fused
+
+    model = make_model(13, 3, 4, 11, device=device)
+    batch = make_batch(model, 2, 3, device=device)
+    ops = backends.get_ops(backend)
+    seen = []
+
+    def recording_backend(gm, example_inputs):
+        seen.append(str(gm.graph))
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    def loss_fn(x_l, y_l, x_u, eps_l, eps_u):
+        return fused.per_example_losses(model, ops, x_l, y_l, x_u, eps_l, eps_u, 1.3).sum()
+
+    def loss_and_grads(fn):
+        model.zero_grad(set_to_none=True)
+        inputs = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in batch.args()]
+        loss = fn(*inputs)
+        loss.backward()
+        grads = [t.grad for t in inputs if t.is_floating_point()] + [p.grad.clone() for p in model.parameters()]
+        return loss.detach(), grads
+
+    torch._dynamo.reset()
+    compiled_loss, compiled_grads = loss_and_grads(torch.compile(loss_fn, backend=recording_backend, fullgraph=True))
+    assert len(seen) == 1
+    for op in ("class_conditional_activation", "gaussian_reparam_kl", "bernoulli_loglik_linear", "elbo_reduction"):
+        assert f"{op}_{backend}" in seen[0], op
+    eager_loss, eager_grads = loss_and_grads(loss_fn)
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-6, atol=1e-6)
+    for compiled_grad, eager_grad in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-6)
+
+
 def _assert_empty_op(out_shapes, outs, leaves):
     outs = outs if isinstance(outs, tuple) else (outs,)
     assert [tuple(o.shape) for o in outs] == out_shapes

@@ -16,7 +16,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ssvae_fast import backends
 from ssvae_fast.ops import glue
 
-MODULES = {"cpu": "ssvae_fast.ops.cpu_backend", "triton": "ssvae_fast.ops.triton_ops", "cuda": "ssvae_fast.ops.cuda_backend"}
+MODULES = {
+    "cpu": "ssvae_fast.ops.cpu_backend",
+    "triton": "ssvae_fast.ops.triton_ops",
+    "cuda": "ssvae_fast.ops.cuda_backend",
+}
 
 
 def _backend_module(name):
@@ -55,7 +59,10 @@ def _forward_args(backend, attr, args):
 
 def _run(call, args):
     """Outputs, and the gradients of every tensor input that requires them under fixed upstream weights."""
-    leaves = [a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args]
+    leaves = [
+        a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.requires_grad else a
+        for a in args
+    ]
     outs = call(*leaves)
     outs = outs if isinstance(outs, tuple) else (outs,)
     diff = [o for o in outs if o.requires_grad]

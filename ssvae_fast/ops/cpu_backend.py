@@ -7,9 +7,9 @@ Each op has the signature and semantics of its plain-torch face in this package
 `ssvae_fast::<op>_cpu` with a fake (meta) implementation and an autograd formula that calls a second
 custom op `ssvae_fast::<op>_cpu_backward`, so `torch.compile` traces through forward and backward without
 graph breaks; `ops.glue.FusedOp` registers the pair and gives eager calls a direct path to the same two
-implementations (no dispatcher round trip: ~0.1 ms per call after a large GEMM here). The launchers check shapes, dtypes and devices, make inputs contiguous at the boundary,
-allocate the outputs and pass raw pointers and sizes to the kernels (csrc/cpu/<op>.cpp, formulas and
-VJPs in the headers).
+implementations (no dispatcher round trip: ~0.1 ms per call after a large GEMM here). The launchers
+check shapes, dtypes and devices, make inputs contiguous at the boundary, allocate the outputs and pass
+raw pointers and sizes to the kernels (csrc/cpu/<op>.cpp, formulas and VJPs in the headers).
 
     class_conditional_activation   act(a + W_y[:, c]), every class or one per row; backward grad_a and
                                    grad_W_y in one pass, act' recomputed from a (every-class form: the

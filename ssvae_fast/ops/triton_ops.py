@@ -182,8 +182,9 @@ def _class_conditional_vjp(ctx, backward, grad):
 
 
 _class_conditional_op = FusedOp(
-    "class_conditional_activation_triton", _class_conditional_forward, _class_conditional_fake, _class_conditional_backward_impl, _class_conditional_backward_fake,
-    _class_conditional_setup_context, _class_conditional_vjp,
+    "class_conditional_activation_triton", _class_conditional_forward, _class_conditional_fake,
+    _class_conditional_backward_impl, _class_conditional_backward_fake, _class_conditional_setup_context,
+    _class_conditional_vjp,
 )
 
 

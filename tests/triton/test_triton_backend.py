@@ -17,13 +17,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssvae_fast import M2, backends, fused
+from ssvae_fast import M2, backends
 from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
 from ssvae_fast.ops.class_conditional import class_conditional_activation_torch
 from ssvae_fast.ops.elbo import elbo_reduction_torch
 from ssvae_fast.ops.gaussian import gaussian_reparam_kl_torch
 from tests import op_checks
-from tests.equivalence import check_autocast_bf16, check_backend, check_empty_inputs, run
+from tests.equivalence import check_compile_fullgraph, check_autocast_bf16, check_backend, check_empty_inputs, run
 from tests.factories import cast_model, make_batch, make_model
 
 pytestmark = pytest.mark.skipif(
@@ -373,38 +373,7 @@ def test_launcher_errors():
 # torch.compile and training.
 # ------------------------------------------------------------------------------------------------------
 def test_torch_compile_fullgraph_through_custom_ops():
-    """fused.per_example_losses with the Triton ops compiles as one graph (fullgraph=True, forward and
-    backward) containing all four custom ops, and matches eager."""
-    model = make_model(13, 3, 4, 11, device=DEVICE)
-    batch = make_batch(model, 2, 3, device=DEVICE)
-    ops = _ops()
-    seen = []
-
-    def recording_backend(gm, example_inputs):
-        seen.append(str(gm.graph))
-        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
-
-    def loss_fn(x_l, y_l, x_u, eps_l, eps_u):
-        return fused.per_example_losses(model, ops, x_l, y_l, x_u, eps_l, eps_u, 1.3).sum()
-
-    def loss_and_grads(fn):
-        model.zero_grad(set_to_none=True)
-        inputs = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in batch.args()]
-        loss = fn(*inputs)
-        loss.backward()
-        grads = [t.grad for t in inputs if t.is_floating_point()] + [p.grad.clone() for p in model.parameters()]
-        return loss.detach(), grads
-
-    torch._dynamo.reset()
-    compiled_loss, compiled_grads = loss_and_grads(torch.compile(loss_fn, backend=recording_backend, fullgraph=True))
-    assert len(seen) == 1
-    for name in ("class_conditional_activation_triton", "gaussian_reparam_kl_triton",
-                 "bernoulli_loglik_linear_triton", "elbo_reduction_triton"):
-        assert name in seen[0], name
-    eager_loss, eager_grads = loss_and_grads(loss_fn)
-    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-6, atol=1e-6)
-    for compiled_grad, eager_grad in zip(compiled_grads, eager_grads):
-        torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-5, atol=1e-6)
+    check_compile_fullgraph("triton", DEVICE)
 
 
 def test_torch_compile_model_loss_has_no_break_in_fused_ops():
