@@ -3,8 +3,8 @@
     pytest benchmarks/bench_ops.py --benchmark-only
 
 Ops (`ssvae_fast.backends.get_ops(backend)`), on the arguments they receive inside the loss:
-class_conditional_activation in the encoder's form (every class, [all-classes]) and the decoder's (one
-class per row, [per-row]), gaussian_reparam_kl, bernoulli_loglik_linear, elbo_reduction; per backend
+class_conditional_activation in the encoder's form (labelled examples one class each, the others every
+class, [encoder]) and the decoder's (one class per row, [decoder]), gaussian_reparam_kl, bernoulli_loglik_linear, elbo_reduction; per backend
 that has its own implementation (torch, triton, cuda, cpu). Forward runs without autograd;
 forward+backward takes torch.autograd.grad of every differentiable input against fixed upstream
 gradients. The whole loss: per provider, forward with autograd recording (as in training), and

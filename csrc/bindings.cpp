@@ -120,6 +120,14 @@ void check_nonnegative(const char* fn, std::initializer_list<std::pair<const cha
   }
 }
 
+// The first n_l of N examples are labelled (one row each); the others have C rows each.
+void check_labelled_rows(const char* fn, int64_t N, int64_t n_l) {
+  if (n_l > N) {
+    throw std::invalid_argument(std::string("ssvae_fast._C.") + fn + ": n_l = " + std::to_string(n_l) +
+                                " labelled rows exceed N = " + std::to_string(N));
+  }
+}
+
 // Class indices are read as array offsets: check them (with the GIL held) before any kernel runs.
 void check_class_indices(const char* fn, const char* name, std::uintptr_t ptr, int64_t n, int64_t C) {
   check_pointer(fn, name, ptr, n);
@@ -141,43 +149,44 @@ ssvae_fast::cpu::Activation parse_activation(const char* fn, const std::string& 
 }
 
 void class_conditional_forward(std::uintptr_t a_ptr, std::uintptr_t wy_t_ptr, std::uintptr_t classes_ptr,
-                               std::uintptr_t out_ptr, int64_t N, int64_t H, int64_t C,
+                               std::uintptr_t out_ptr, int64_t N, int64_t n_l, int64_t H, int64_t C,
                                const std::string& activation, const std::string& dtype) {
   const char* fn = "class_conditional_forward";
-  check_nonnegative(fn, {{"N", N}, {"H", H}, {"C", C}});
+  check_nonnegative(fn, {{"N", N}, {"n_l", n_l}, {"H", H}, {"C", C}});
+  check_labelled_rows(fn, N, n_l);
   const auto act = parse_activation(fn, activation);
   check_pointer(fn, "a", a_ptr, N * H);
   check_pointer(fn, "wy_t", wy_t_ptr, C * H);
-  if (classes_ptr != 0) check_class_indices(fn, "classes", classes_ptr, N, C);
-  check_pointer(fn, "out", out_ptr, (classes_ptr != 0 ? N : N * C) * H);
+  check_class_indices(fn, "classes", classes_ptr, n_l, C);
+  check_pointer(fn, "out", out_ptr, (n_l + (N - n_l) * C) * H);
   const auto* classes = reinterpret_cast<const int64_t*>(classes_ptr);
   dispatch_float(dtype, [&](auto zero) {
     using T = decltype(zero);
     ssvae_fast::cpu::class_conditional_forward<T>(as_ptr<const T>(a_ptr), as_ptr<const T>(wy_t_ptr), classes,
-                                                  as_ptr<T>(out_ptr), N, H, C, act);
+                                                  as_ptr<T>(out_ptr), N, n_l, H, C, act);
   });
 }
 
 void class_conditional_backward(std::uintptr_t grad_out_ptr, std::uintptr_t a_ptr, std::uintptr_t wy_t_ptr,
                                 std::uintptr_t out_ptr, std::uintptr_t classes_ptr,
-                                std::uintptr_t grad_a_ptr, std::uintptr_t grad_wy_ptr, int64_t N, int64_t H,
-                                int64_t C, const std::string& activation, const std::string& dtype) {
+                                std::uintptr_t grad_a_ptr, std::uintptr_t grad_wy_ptr, int64_t N, int64_t n_l,
+                                int64_t H, int64_t C, const std::string& activation, const std::string& dtype) {
   const char* fn = "class_conditional_backward";
-  check_nonnegative(fn, {{"N", N}, {"H", H}, {"C", C}});
+  check_nonnegative(fn, {{"N", N}, {"n_l", n_l}, {"H", H}, {"C", C}});
+  check_labelled_rows(fn, N, n_l);
   const auto act = parse_activation(fn, activation);
-  const int64_t out_numel = (classes_ptr != 0 ? N : N * C) * H;
-  check_pointer(fn, "grad_out", grad_out_ptr, out_numel);
+  check_pointer(fn, "grad_out", grad_out_ptr, (n_l + (N - n_l) * C) * H);
   if (out_ptr == 0) {
     check_pointer(fn, "a", a_ptr, N * H);
     check_pointer(fn, "wy_t", wy_t_ptr, C * H);
   }
-  if (classes_ptr != 0) check_class_indices(fn, "classes", classes_ptr, N, C);
+  check_class_indices(fn, "classes", classes_ptr, n_l, C);
   const auto* classes = reinterpret_cast<const int64_t*>(classes_ptr);
   dispatch_float(dtype, [&](auto zero) {
     using T = decltype(zero);
     ssvae_fast::cpu::class_conditional_backward<T>(
         as_ptr<const T>(grad_out_ptr), as_ptr<const T>(a_ptr), as_ptr<const T>(wy_t_ptr),
-        as_ptr<const T>(out_ptr), classes, as_ptr<T>(grad_a_ptr), as_ptr<T>(grad_wy_ptr), N, H, C, act);
+        as_ptr<const T>(out_ptr), classes, as_ptr<T>(grad_a_ptr), as_ptr<T>(grad_wy_ptr), N, n_l, H, C, act);
   });
 }
 
@@ -258,15 +267,16 @@ void elbo_reduction_backward(std::uintptr_t grad_ptr, std::uintptr_t logits_y_pt
 }
 
 void bernoulli_linear_epilogue(std::uintptr_t logits_ptr, std::uintptr_t bias_ptr, std::uintptr_t x_ptr,
-                               std::uintptr_t ll_ptr,
-                               std::uintptr_t s_ptr, int64_t row0, int64_t rows, int64_t N, int64_t C,
-                               int64_t D, const std::string& dtype) {
+                               std::uintptr_t ll_ptr, std::uintptr_t s_ptr, int64_t row0, int64_t rows,
+                               int64_t N, int64_t n_l, int64_t C, int64_t D, const std::string& dtype) {
   const char* fn = "bernoulli_linear_epilogue";
-  check_nonnegative(fn, {{"row0", row0}, {"rows", rows}, {"N", N}, {"C", C}, {"D", D}});
-  if (rows > 0 && (C == 0 || row0 + rows > N * C)) {
+  check_nonnegative(fn, {{"row0", row0}, {"rows", rows}, {"N", N}, {"n_l", n_l}, {"C", C}, {"D", D}});
+  check_labelled_rows(fn, N, n_l);
+  const int64_t total = n_l + (N - n_l) * C;
+  if (row0 + rows > total) {
     throw std::invalid_argument(std::string("ssvae_fast._C.") + fn + ": rows [" + std::to_string(row0) +
-                                ", " + std::to_string(row0 + rows) + ") exceed N * C = " +
-                                std::to_string(N * C));
+                                ", " + std::to_string(row0 + rows) + ") exceed n_l + (N - n_l) * C = " +
+                                std::to_string(total));
   }
   check_pointer(fn, "logits", logits_ptr, rows * D);
   check_pointer(fn, "x", x_ptr, N * D);
@@ -275,7 +285,7 @@ void bernoulli_linear_epilogue(std::uintptr_t logits_ptr, std::uintptr_t bias_pt
     using T = decltype(zero);
     ssvae_fast::cpu::bernoulli_linear_epilogue<T>(as_ptr<const T>(logits_ptr), as_ptr<const T>(bias_ptr),
                                                   as_ptr<const T>(x_ptr), as_ptr<T>(ll_ptr), as_ptr<T>(s_ptr),
-                                                  row0, rows, C, D);
+                                                  row0, rows, n_l, C, D);
   });
 }
 
@@ -319,13 +329,13 @@ Deterministic: no atomics, each output element is owned by one thread.)doc");
 
   // ---- the `cpu` backend (ssvae_fast/ops/cpu_backend.py); formulas in csrc/cpu/<op>.h -------------
   m.def("class_conditional_forward", &class_conditional_forward, py::arg("a_ptr"), py::arg("wy_t_ptr"),
-        py::arg("classes_ptr"), py::arg("out_ptr"), py::arg("N"), py::arg("H"), py::arg("C"),
+        py::arg("classes_ptr"), py::arg("out_ptr"), py::arg("N"), py::arg("n_l"), py::arg("H"), py::arg("C"),
         py::arg("activation"), py::arg("dtype"),
-        R"doc(out = act(a[n] + wy_t[c]): (N, C, H) for every class when classes_ptr is 0, else (N, H) with
-c = classes[n] (int64, checked to lie in [0, C)). a (N, H), wy_t (C, H): contiguous.)doc");
+        R"doc(out = act(a[n] + wy_t[c]), (n_l + (N - n_l) * C, H): row i < n_l has n = i, c = classes[i]
+(int64, checked to lie in [0, C)); row n_l + j * C + c has n = n_l + j. a (N, H), wy_t (C, H): contiguous.)doc");
   m.def("class_conditional_backward", &class_conditional_backward, py::arg("grad_out_ptr"), py::arg("a_ptr"),
         py::arg("wy_t_ptr"), py::arg("out_ptr"), py::arg("classes_ptr"), py::arg("grad_a_ptr"),
-        py::arg("grad_wy_ptr"), py::arg("N"), py::arg("H"), py::arg("C"), py::arg("activation"),
+        py::arg("grad_wy_ptr"), py::arg("N"), py::arg("n_l"), py::arg("H"), py::arg("C"), py::arg("activation"),
         py::arg("dtype"),
         R"doc(grad_a (N, H) and grad_wy (H, C) (either pointer may be 0: not computed) of
 class_conditional_forward; act' from out when out_ptr is not 0, else from a + wy_t. Deterministic.)doc");
@@ -351,9 +361,10 @@ head = [mu, logvar] (R, 2Z). Contiguous. KL accumulated in double.)doc");
         R"doc(Gradients of elbo_reduction_forward's losses (any output pointer may be 0: not computed).)doc");
   m.def("bernoulli_linear_epilogue", &bernoulli_linear_epilogue, py::arg("logits_ptr"), py::arg("bias_ptr"),
         py::arg("x_ptr"),
-        py::arg("ll_ptr"), py::arg("s_ptr"), py::arg("row0"), py::arg("rows"), py::arg("N"), py::arg("C"),
-        py::arg("D"), py::arg("dtype"),
-        R"doc(On a block of rows (rows, D) of h W^T (global rows row0.., example row / C of x (N, D)), with
+        py::arg("ll_ptr"), py::arg("s_ptr"), py::arg("row0"), py::arg("rows"), py::arg("N"), py::arg("n_l"),
+        py::arg("C"), py::arg("D"), py::arg("dtype"),
+        R"doc(On a block of rows (rows, D) of h W^T (global rows row0..; row r scores x[r] for r < n_l, else
+x[n_l + (r - n_l) / C], x (N, D)), with
 l = h W^T + bias (bias_ptr 0: no bias): ll[r] = sum_d x l - softplus(l) (accumulated in double) and,
 unless s_ptr is 0, s[r] = x - sigmoid(l) (s may be logits itself).)doc");
   m.def("bernoulli_linear_backward_rows", &bernoulli_linear_backward_rows, py::arg("s_ptr"), py::arg("g_ptr"),

@@ -151,29 +151,40 @@ void check_non_negative(const char* fn, std::initializer_list<std::pair<const ch
   }
 }
 
+// 0 <= n_l <= bound (the labelled prefix of a row layout, after check_non_negative).
+void check_labelled(const char* fn, int64_t n_l, const char* bound_name, int64_t bound) {
+  if (n_l > bound) {
+    throw std::invalid_argument(where(fn) + ": n_l must be in [0, " + bound_name + " = " + std::to_string(bound) +
+                                "], got " + std::to_string(n_l));
+  }
+}
+
 template <typename T = void>
 T* ptr(std::uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
 void class_conditional_forward(std::uintptr_t a_ptr, std::uintptr_t w_y_ptr, std::uintptr_t classes_ptr,
-                               std::uintptr_t out_ptr, int64_t N, int64_t H, int64_t C, int64_t stride_an,
+                               std::uintptr_t out_ptr, int64_t N, int64_t n_l, int64_t H, int64_t C, int64_t stride_an,
                                int64_t stride_ah, int64_t stride_wh, int64_t stride_wc, int64_t stride_cls,
                                const std::string& activation, const std::string& dtype, std::uintptr_t stream) {
   const char* fn = "class_conditional_forward";
   const sc::ScalarType kind = parse_scalar_type(fn, dtype);
   const sc::Activation act = parse_activation(fn, activation);
-  check_non_negative(fn, {{"N", N}, {"H", H}, {"C", C}});
-  const bool broadcast = classes_ptr == 0;
+  check_non_negative(fn, {{"N", N}, {"n_l", n_l}, {"H", H}, {"C", C}});
+  check_labelled(fn, n_l, "N", N);
+  const int64_t rows = n_l + (N - n_l) * C;  // output rows
   check_pointer(fn, "a", a_ptr, N * H);
   check_pointer(fn, "w_y", w_y_ptr, H * C);
-  check_pointer(fn, "out", out_ptr, broadcast ? N * C * H : N * H);
+  check_pointer(fn, "classes", classes_ptr, n_l);
+  check_pointer(fn, "out", out_ptr, rows * H);
   sc::ClassConditionalForwardArgs args;
   args.a = ptr<const void>(a_ptr);
   args.w_y = ptr<const void>(w_y_ptr);
   args.classes = ptr<const int64_t>(classes_ptr);
   args.out = ptr(out_ptr);
   args.N = N;
+  args.n_l = n_l;
   args.H = H;
   args.C = C;
   args.stride_an = stride_an;
@@ -186,18 +197,20 @@ void class_conditional_forward(std::uintptr_t a_ptr, std::uintptr_t w_y_ptr, std
 
 void class_conditional_backward(std::uintptr_t grad_ptr, std::uintptr_t a_ptr, std::uintptr_t w_y_ptr,
                                 std::uintptr_t classes_ptr, std::uintptr_t da_ptr, std::uintptr_t dw_partial_ptr,
-                                std::uintptr_t dw_y_ptr, int64_t N, int64_t H, int64_t C, int64_t stride_an,
-                                int64_t stride_ah, int64_t stride_wh, int64_t stride_wc, int64_t stride_cls,
+                                std::uintptr_t dw_y_ptr, int64_t N, int64_t n_l, int64_t H, int64_t C,
+                                int64_t stride_an, int64_t stride_ah, int64_t stride_wh, int64_t stride_wc, int64_t stride_cls,
                                 const std::string& activation, const std::string& dtype, std::uintptr_t stream) {
   const char* fn = "class_conditional_backward";
   const sc::ScalarType kind = parse_scalar_type(fn, dtype);
   const sc::Activation act = parse_activation(fn, activation);
-  check_non_negative(fn, {{"N", N}, {"H", H}, {"C", C}});
-  const bool broadcast = classes_ptr == 0;
+  check_non_negative(fn, {{"N", N}, {"n_l", n_l}, {"H", H}, {"C", C}});
+  check_labelled(fn, n_l, "N", N);
+  const int64_t rows = n_l + (N - n_l) * C;  // rows of the output (and of grad)
   const int64_t row_blocks = (N + sc::kClassConditionalBackwardRows - 1) / sc::kClassConditionalBackwardRows;
-  check_pointer(fn, "grad", grad_ptr, broadcast ? N * C * H : N * H);
+  check_pointer(fn, "grad", grad_ptr, rows * H);
   check_pointer(fn, "a", a_ptr, N * H);
   check_pointer(fn, "w_y", w_y_ptr, H * C);
+  check_pointer(fn, "classes", classes_ptr, n_l);
   check_pointer(fn, "da", da_ptr, N * H);
   check_pointer(fn, "dw_partial", dw_partial_ptr, row_blocks * C * H);
   check_pointer(fn, "dw_y", dw_y_ptr, H * C);
@@ -210,6 +223,7 @@ void class_conditional_backward(std::uintptr_t grad_ptr, std::uintptr_t a_ptr, s
   args.dw_partial = ptr(dw_partial_ptr);
   args.dw_y = ptr(dw_y_ptr);
   args.N = N;
+  args.n_l = n_l;
   args.H = H;
   args.C = C;
   args.stride_an = stride_an;
@@ -367,18 +381,20 @@ void elbo_reduction_backward(std::uintptr_t grad_ptr, std::uintptr_t logits_y_pt
 void bernoulli_loglik_linear_forward(std::uintptr_t h_ptr, std::uintptr_t weight_ptr, std::uintptr_t bias_ptr,
                                      std::uintptr_t x_ptr, std::uintptr_t s_ptr, std::uintptr_t ll_partial_ptr,
                                      std::uintptr_t ll_ptr, int64_t M, int64_t D, int64_t H, int64_t C,
-                                     int64_t stride_hm, int64_t stride_hk, int64_t stride_wd, int64_t stride_wk,
-                                     int64_t stride_b, int64_t stride_xn, int64_t stride_xd,
+                                     int64_t n_l, int64_t stride_hm, int64_t stride_hk, int64_t stride_wd,
+                                     int64_t stride_wk, int64_t stride_b, int64_t stride_xn, int64_t stride_xd,
                                      const std::string& precision, const std::string& dtype,
                                      std::uintptr_t stream) {
   const char* fn = "bernoulli_loglik_linear_forward";
   const sc::ScalarType kind = parse_scalar_type(fn, dtype);
   const sc::MatmulPrecision matmul = parse_precision(fn, precision);
-  check_non_negative(fn, {{"M", M}, {"D", D}, {"H", H}, {"C", C}});
+  check_non_negative(fn, {{"M", M}, {"D", D}, {"H", H}, {"C", C}, {"n_l", n_l}});
+  check_labelled(fn, n_l, "M", M);
   const int64_t d_tiles = (D + sc::kBernoulliBlockD - 1) / sc::kBernoulliBlockD;
+  const int64_t x_rows = n_l + (C > 0 ? (M - n_l) / C : 0);  // rows of x the kernel reads
   check_pointer(fn, "h", h_ptr, M * H);
   check_pointer(fn, "weight", weight_ptr, D * H);
-  check_pointer(fn, "x", x_ptr, C > 0 ? (M / C) * D : 0);
+  check_pointer(fn, "x", x_ptr, x_rows * D);
   check_pointer(fn, "ll_partial", ll_partial_ptr, d_tiles * M);
   check_pointer(fn, "ll", ll_ptr, M);
   sc::BernoulliLinearForwardArgs args;
@@ -393,6 +409,7 @@ void bernoulli_loglik_linear_forward(std::uintptr_t h_ptr, std::uintptr_t weight
   args.D = D;
   args.H = H;
   args.C = C;
+  args.n_l = n_l;
   args.stride_hm = stride_hm;
   args.stride_hk = stride_hk;
   args.stride_wd = stride_wd;
@@ -431,20 +448,23 @@ grad_x[b, d] = sum_c g[b, c] * l[b, c, d] (accumulated in double), on `stream`. 
   m.attr("CLASS_CONDITIONAL_BACKWARD_ROWS") = sc::kClassConditionalBackwardRows;
 
   m.def("class_conditional_forward", &class_conditional_forward, py::arg("a_ptr"), py::arg("w_y_ptr"),
-        py::arg("classes_ptr"), py::arg("out_ptr"), py::arg("N"), py::arg("H"), py::arg("C"),
+        py::arg("classes_ptr"), py::arg("out_ptr"), py::arg("N"), py::arg("n_l"), py::arg("H"), py::arg("C"),
         py::arg("stride_an"), py::arg("stride_ah"), py::arg("stride_wh"), py::arg("stride_wc"),
         py::arg("stride_cls"), py::arg("activation"), py::arg("dtype"), py::arg("stream"),
-        R"doc(out = act(a[n] + w_y[:, c]) on `stream`: a (N, H) and w_y (H, C) with any strides; classes_ptr 0
-(broadcast form): out (N, C, H) contiguous, every class; else classes (N,) int64 and out (N, H) contiguous.
+        R"doc(out = act(a[n] + w_y[:, c]) on `stream`: a (N, H) and w_y (H, C) with any strides; the first n_l
+(0 <= n_l <= N) rows of a take one class each, classes (n_l,) int64 (classes_ptr may be 0 when n_l = 0), the
+others every class. out (n_l + (N - n_l) * C, H) contiguous, labelled rows first: out[i] for row i < n_l,
+out[n_l + j * C + c] for row n_l + j and class c (n_l = 0: the (N, C, H) broadcast form; n_l = N: (N, H)).
 activation "softplus" or "relu". A class outside [0, C) gives NaN.)doc");
 
   m.def("class_conditional_backward", &class_conditional_backward, py::arg("grad_ptr"), py::arg("a_ptr"),
         py::arg("w_y_ptr"), py::arg("classes_ptr"), py::arg("da_ptr"), py::arg("dw_partial_ptr"),
-        py::arg("dw_y_ptr"), py::arg("N"), py::arg("H"), py::arg("C"), py::arg("stride_an"), py::arg("stride_ah"),
-        py::arg("stride_wh"), py::arg("stride_wc"), py::arg("stride_cls"), py::arg("activation"),
+        py::arg("dw_y_ptr"), py::arg("N"), py::arg("n_l"), py::arg("H"), py::arg("C"), py::arg("stride_an"),
+        py::arg("stride_ah"), py::arg("stride_wh"), py::arg("stride_wc"), py::arg("stride_cls"), py::arg("activation"),
         py::arg("dtype"), py::arg("stream"),
-        R"doc(da (N, H) and dw_y (H, C), both contiguous, from the contiguous output gradient grad; dw_partial is
-a (ceil(N / CLASS_CONDITIONAL_BACKWARD_ROWS), C, H) workspace in the compute dtype. Deterministic.)doc");
+        R"doc(da (N, H) and dw_y (H, C), both contiguous, from the contiguous output gradient grad
+(n_l + (N - n_l) * C, H) in the forward's row layout; dw_partial is a (ceil(N / CLASS_CONDITIONAL_BACKWARD_ROWS),
+C, H) workspace in the compute dtype. Deterministic.)doc");
 
   m.def("gaussian_reparam_kl_forward", &gaussian_reparam_kl_forward, py::arg("head_ptr"), py::arg("eps_ptr"),
         py::arg("z_ptr"), py::arg("kl_ptr"), py::arg("R"), py::arg("Z"), py::arg("stride_hr"),
@@ -478,12 +498,13 @@ contiguous, in one kernel (one warp per row).)doc");
 
   m.def("bernoulli_loglik_linear_forward", &bernoulli_loglik_linear_forward, py::arg("h_ptr"),
         py::arg("weight_ptr"), py::arg("bias_ptr"), py::arg("x_ptr"), py::arg("s_ptr"), py::arg("ll_partial_ptr"),
-        py::arg("ll_ptr"), py::arg("M"), py::arg("D"), py::arg("H"), py::arg("C"), py::arg("stride_hm"),
-        py::arg("stride_hk"), py::arg("stride_wd"), py::arg("stride_wk"), py::arg("stride_b"),
+        py::arg("ll_ptr"), py::arg("M"), py::arg("D"), py::arg("H"), py::arg("C"), py::arg("n_l"),
+        py::arg("stride_hm"), py::arg("stride_hk"), py::arg("stride_wd"), py::arg("stride_wk"), py::arg("stride_b"),
         py::arg("stride_xn"), py::arg("stride_xd"), py::arg("precision"), py::arg("dtype"), py::arg("stream"),
-        R"doc(ll[m] = sum_d x[m / C, d] l[m, d] - softplus(l[m, d]) with l = h W^T + b, h (M, H), W (D, H), b (D,)
-(bias_ptr 0: none), x (M / C, D), any strides; ll (M,) contiguous. s_ptr != 0 also writes s = x - sigmoid(l),
-(M, D) contiguous. ll_partial: (ceil(D / BERNOULLI_BLOCK_D), M) workspace in the compute dtype. precision
+        R"doc(ll[m] = sum_d x[e(m), d] l[m, d] - softplus(l[m, d]) with l = h W^T + b, h (M, H), W (D, H), b (D,)
+(bias_ptr 0: none), x (N, D), any strides; ll (M,) contiguous. Rows labelled first: e(m) = m for m < n_l,
+n_l + (m - n_l) / C after (M = n_l + (N - n_l) * C; C >= 1 when M > n_l; n_l = 0: every class, x (M / C, D)).
+s_ptr != 0 also writes s = x - sigmoid(l), (M, D) contiguous. ll_partial: (ceil(D / BERNOULLI_BLOCK_D), M) workspace in the compute dtype. precision
 "tf32" (tensor cores: TF32 for float32, native bfloat16/float16) or "ieee" (exact FMAs); float64 always
 "ieee". The logits never reach device memory. Deterministic.)doc");
 }

@@ -76,10 +76,11 @@ PROVIDERS = (
 OP_BACKENDS = ("torch", "triton", "cuda", "cpu")
 CUDAGRAPH_PROVIDERS = ("reference", "torch", "triton", "cuda")
 # (name shown in reports, BackendOps field): the four fused ops; class_conditional_activation twice, in
-# the encoder's form (every class for every example) and the decoder's (one class per row).
+# the encoder's form (labelled examples one class each, the others every class) and the decoder's (one
+# class per row).
 OP_VARIANTS = {
-    "class_conditional_activation[all-classes]": "class_conditional_activation",
-    "class_conditional_activation[per-row]": "class_conditional_activation",
+    "class_conditional_activation[encoder]": "class_conditional_activation",
+    "class_conditional_activation[decoder]": "class_conditional_activation",
     "gaussian_reparam_kl": "gaussian_reparam_kl",
     "bernoulli_loglik_linear": "bernoulli_loglik_linear",
     "elbo_reduction": "elbo_reduction",
@@ -383,11 +384,9 @@ def op_inputs(case: Case, variant: str, batch: Batch) -> tuple[tuple, tuple[int,
         w_enc, w_dec = enc.input.weight.detach(), dec.input.weight.detach()
         a = F.linear(x_all, w_enc[:, :D], enc.input.bias)
         w_y_enc = w_enc[:, D:].contiguous()
-        if variant == "class_conditional_activation[all-classes]":
-            return (a[n_l:].contiguous(), w_y_enc, None, act), (0, 1)
-        h_l = torch_ops.class_conditional_activation(a[:n_l], w_y_enc, batch.y_l, act)
-        h_u = torch_ops.class_conditional_activation(a[n_l:], w_y_enc, None, act)
-        h = torch.cat([h_l, h_u.reshape(n_u * C, -1)])
+        if variant == "class_conditional_activation[encoder]":
+            return (a, w_y_enc, batch.y_l, act), (0, 1)
+        h = torch_ops.class_conditional_activation(a, w_y_enc, batch.y_l, act)
         head = enc.head(enc.run_hidden_layers(h))
         eps = torch.cat([batch.eps_l, batch.eps_u.reshape(n_u * C, Z)])
         if variant == "gaussian_reparam_kl":
@@ -396,18 +395,16 @@ def op_inputs(case: Case, variant: str, batch: Batch) -> tuple[tuple, tuple[int,
         classes = torch.cat([batch.y_l, torch.arange(C, device=batch.y_l.device).repeat(n_u)])
         a_dec = F.linear(z, w_dec[:, :Z], dec.input.bias)
         w_y_dec = w_dec[:, Z:].contiguous()
-        if variant == "class_conditional_activation[per-row]":
+        if variant == "class_conditional_activation[decoder]":
             return (a_dec, w_y_dec, classes, act), (0, 1)
         h_dec = dec.run_hidden_layers(torch_ops.class_conditional_activation(a_dec, w_y_dec, classes, act))
         w_out, b_out = dec.output.weight.detach().clone(), dec.output.bias.detach().clone()
-        h_dec_u = h_dec[n_l:].reshape(n_u, C, -1)
         if variant == "bernoulli_loglik_linear":
-            return (h_dec_u, w_out, b_out, batch.x_u), (0, 1, 2)
-        ll_l = torch_ops.bernoulli_loglik_linear(h_dec[:n_l].unsqueeze(1), w_out, b_out, batch.x_l).squeeze(1)
-        ll_u = torch_ops.bernoulli_loglik_linear(h_dec_u, w_out, b_out, batch.x_u)
+            return (h_dec, w_out, b_out, x_all, n_l), (0, 1, 2)
+        ll = torch_ops.bernoulli_loglik_linear(h_dec, w_out, b_out, x_all, n_l)
         if variant == "elbo_reduction":
-            kl_u = kl[n_l:].reshape(n_u, C)
-            return (logits_y, batch.y_l, ll_l, kl[:n_l], ll_u, kl_u, case.alpha), (0, 2, 3, 4, 5)
+            ll_u, kl_u = ll[n_l:].reshape(n_u, C), kl[n_l:].reshape(n_u, C)
+            return (logits_y, batch.y_l, ll[:n_l], kl[:n_l], ll_u, kl_u, case.alpha), (0, 2, 3, 4, 5)
     raise ValueError(f"unknown op variant {variant!r}; choose from {tuple(OP_VARIANTS)}")
 
 
@@ -473,8 +470,8 @@ def build_op_bench(variant: str, backend: str, case: Case, precision: str, mode:
         nbytes += sum(_nbytes(t) for t in grads) + sum(_nbytes(t) for t in wrt)
     flops = None
     if OP_VARIANTS[variant] == "bernoulli_loglik_linear":
-        N, C, H = args[0].shape
-        flops = bernoulli_loglik_linear_flops(N, C, H, args[1].shape[0], backward=backward)
+        (M, H), N = args[0].shape, args[3].shape[0]
+        flops = bernoulli_loglik_linear_flops(N, 1, H, args[1].shape[0], backward=backward, rows=M)
     return OpBench(fn, inputs, flops, nbytes)
 
 

@@ -93,14 +93,16 @@ def step_flops(
     return total
 
 
-def bernoulli_loglik_linear_flops(N: int, C: int, H: int, D: int, *, backward: bool = False) -> int:
-    """Matmul FLOPs of `bernoulli_loglik_linear` on h (N, C, H), weight (D, H), x (N, D).
+def bernoulli_loglik_linear_flops(N: int, C: int, H: int, D: int, *, backward: bool = False, rows=None) -> int:
+    """Matmul FLOPs of `bernoulli_loglik_linear` on h (N, C, H) (or `rows` rows of H, 2-D form), weight
+    (D, H), x (N, D).
 
-    Forward: the logits W h (2*N*C*H*D) and W^T x (2*N*D*H). Backward: dh = dl W (2*N*C*D*H) and
-    dW = dl^T h + x^T g (2*N*C*D*H + 2*N*D*H); x needs no gradient.
+    Forward: the logits W h (2*M*H*D, M = N*C or rows) and W^T x (2*N*D*H). Backward: dh = dl W (2*M*D*H)
+    and dW = dl^T h + x^T g (2*M*D*H + 2*N*D*H); x needs no gradient.
     """
-    forward = 2 * N * C * H * D + 2 * N * D * H
-    return forward + (forward if backward else 0) + (2 * N * C * D * H if backward else 0)
+    M = N * C if rows is None else rows
+    forward = 2 * M * H * D + 2 * N * D * H
+    return forward + (forward if backward else 0) + (2 * M * D * H if backward else 0)
 
 
 def matmul_flops(m: int, k: int, n: int) -> int:

@@ -9,17 +9,16 @@ C++/CUDA kernels for the others. The arithmetic is the reference's, reorganized:
 3. the decoder's last layer and the Bernoulli log-likelihood form one op;
 4. reparameterization and KL form one op; 5. the ELBO reduction is one op.
 
-Labelled rows (one class each, n_l rows) and unlabelled rows (every class, n_u * C rows) run through the
-encoder and the decoder as two streams that share the parameters and meet only in the ELBO reduction,
-which takes their per-row log-likelihoods and KLs separately. Nothing of size (rows, H) or (rows, D) is
-ever concatenated, forward or backward (a single batch of n_l + n_u * C rows would copy the encoder's
-hidden activations into one tensor in the forward and the decoder's hidden gradient in the backward);
-the weights the streams share receive two gradients, which autograd adds (parameter-sized, small).
+Labelled examples (one class each, n_l rows) and unlabelled ones (every class, n_u * C rows) go through
+the encoder and the decoder as one batch of R = n_l + n_u * C rows, labelled rows first: the
+class-conditional op takes the labels of the first n_l examples and enumerates the classes of the rest,
+and the Bernoulli op scores each row against its example's x. Every GEMM and op runs once per step on R
+rows (two streams would double the small calls: on the CPU each pays a cold-cache penalty after the large
+GEMMs), and nothing of size (rows, H) or (rows, D) is concatenated, forward or backward. The per-row
+log-likelihoods and KLs are split (views) into their labelled and unlabelled parts for the ELBO reduction.
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
@@ -39,27 +38,17 @@ def per_example_losses(model, ops, x_l, y_l, x_u, eps_l, eps_u, alpha: float) ->
     enc_columns = w_y + encoder.input.bias.unsqueeze(1)  # (H, C)
     w_z, w_y_dec = decoder.input.weight.split([z_dim, n_classes], dim=1)
     dec_columns = w_y_dec + decoder.input.bias.unsqueeze(1)
-    a_l, a_u = (x_all @ w_x.t()).split([n_l, n_u])
 
-    def stream(a, x, classes: Optional[torch.Tensor], eps):
-        """(ll, kl), each (n,) for labelled rows (classes given) or (n, C) for unlabelled ones (None)."""
-        n = a.shape[0]
-        k = 1 if classes is not None else n_classes
-        if n == 0:  # an absent stream: empty terms, no op calls
-            empty = a.new_empty((0,) if k == 1 else (0, k))
-            return empty, empty
-        h = ops.class_conditional_activation(a, enc_columns, classes, encoder.activation)
-        head = encoder.head(encoder.run_hidden_layers(h.reshape(n * k, h.shape[-1])))
-        z, kl = ops.gaussian_reparam_kl(head, eps.reshape(n * k, z_dim))
-        if classes is None:  # row (i, c) of the unlabelled stream decodes class c
-            classes = torch.arange(n_classes, device=a.device).repeat(n)
-        h_dec = ops.class_conditional_activation(z @ w_z.t(), dec_columns, classes, decoder.activation)
-        h_dec = decoder.run_hidden_layers(h_dec)
-        ll = ops.bernoulli_loglik_linear(
-            h_dec.view(n, k, h_dec.shape[1]), decoder.output.weight, decoder.output.bias, x
-        )
-        return (ll.squeeze(1), kl) if k == 1 else (ll, kl.view(n, k))
-
-    ll_l, kl_l = stream(a_l, x_l, y_l, eps_l)
-    ll_u, kl_u = stream(a_u, x_u, None, eps_u)
+    # Rows: labelled example i (class y_i) for i < n_l, then (j, c) for unlabelled example j and class c.
+    h = ops.class_conditional_activation(x_all @ w_x.t(), enc_columns, y_l, encoder.activation)
+    head = encoder.head(encoder.run_hidden_layers(h))
+    eps_rows = eps_u.reshape(n_u * n_classes, z_dim)
+    eps = torch.cat([eps_l, eps_rows]) if n_l and n_u else (eps_l if n_l else eps_rows)
+    z, kl = ops.gaussian_reparam_kl(head, eps)
+    classes = torch.arange(n_classes, device=x_all.device).repeat(n_u)
+    classes = torch.cat([y_l, classes]) if n_l else classes
+    h_dec = ops.class_conditional_activation(z @ w_z.t(), dec_columns, classes, decoder.activation)
+    ll = ops.bernoulli_loglik_linear(decoder.run_hidden_layers(h_dec), decoder.output.weight, decoder.output.bias, x_all, n_l)
+    ll_l, ll_u = ll[:n_l], ll[n_l:].view(n_u, n_classes)
+    kl_l, kl_u = kl[:n_l], kl[n_l:].view(n_u, n_classes)
     return ops.elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha)

@@ -174,6 +174,9 @@ def check_empty_inputs(ops, dtype, device="cpu"):
         h, weight, bias, x = z(*h_shape), rand(37, 19), rand(37), z(0, 37)
         leaves = {"h": h, "weight": weight, "bias": bias, "x": x}
         _assert_empty_op([h_shape[:2]], ops.bernoulli_loglik_linear(h, weight, bias, x), leaves)
+    h, weight, bias, x = z(0, 19), rand(37, 19), rand(37), z(0, 37)  # the rows form, no rows
+    leaves = {"h": h, "weight": weight, "bias": bias, "x": x}
+    _assert_empty_op([(0,)], ops.bernoulli_loglik_linear(h, weight, bias, x, 0), leaves)
 
     logits, ll_l, kl_l, ll_u, kl_u = z(0, 3), z(0), z(0), z(0, 3), z(0, 3)
     _assert_empty_op(

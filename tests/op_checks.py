@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
+from ssvae_fast.ops.class_conditional import class_conditional_activation_torch
 from ssvae_fast.ops.elbo import elbo_reduction_torch
 from ssvae_fast.ops.gaussian import gaussian_reparam_kl_torch
 from tests.tolerance import assert_close_to_reference
@@ -82,3 +84,35 @@ def check_elbo_extreme_logits(ops, extreme, device, seed: int):
         }
 
     check_op_against_torch(ops.elbo_reduction, elbo_reduction_torch, make, device=device)
+
+
+def check_class_conditional_labelled_prefix(ops, device, *, N, n_l, H, C, activation, seed: int):
+    """class_conditional_activation with classes for the first n_l of N rows (n_l + (N - n_l) * C output
+    rows, labelled first) against the torch op: outputs, grad a and grad w_y."""
+    a64, w64 = rand(N, H, seed=seed, scale=2.0), rand(H, C, seed=seed + 1)
+    classes = torch.randint(0, C, (n_l,), generator=torch.Generator().manual_seed(seed + 2))
+
+    def make(dtype):
+        return {"a": leaf(a64, dtype, device), "w_y": leaf(w64, dtype, device),
+                "classes": classes.to(device), "activation": activation}
+
+    out = ops.class_conditional_activation(**make(torch.float64))
+    assert out.shape == (n_l + (N - n_l) * C, H)
+    check_op_against_torch(ops.class_conditional_activation, class_conditional_activation_torch, make, device=device)
+
+
+def check_bernoulli_labelled_prefix(ops, device, *, N, n_l, C, H, D, bias=True, x_grad=False, seed: int):
+    """bernoulli_loglik_linear's 2-D form (rows: n_l labelled, then C per remaining example) against the
+    torch op: ll (M,), and the gradients of h, weight, bias and (when x_grad) x."""
+    M = n_l + (N - n_l) * C
+    h64 = rand(M, H, seed=seed).sigmoid() * 2.0
+    w64, b64 = rand(D, H, seed=seed + 1, scale=0.5), rand(D, seed=seed + 2, scale=0.3)
+    x64 = (rand(N, D, seed=seed + 3, uniform=True) < 0.3).double()
+
+    def make(dtype):
+        return {"h": leaf(h64, dtype, device), "weight": leaf(w64, dtype, device),
+                "bias": leaf(b64, dtype, device) if bias else None,
+                "x": leaf(x64, dtype, device, requires_grad=x_grad), "n_labelled": n_l}
+
+    assert ops.bernoulli_loglik_linear(**make(torch.float64)).shape == (M,)
+    check_op_against_torch(ops.bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make, device=device)

@@ -44,14 +44,17 @@ def _cases(device):
     return {
         "every class": ("_class_conditional_op", (r(N, H), r(H, C), None, "softplus")),
         "one class per row": ("_class_conditional_op", (r(N, H), r(H, C), classes, "relu")),
+        "labelled prefix": ("_class_conditional_op", (r(N, H), r(H, C), classes[:1], "softplus")),
         "gaussian": ("_gaussian_op", (r(N, 2 * Z), r(N, Z))),
-        "bernoulli": ("_bernoulli_op", (r(N, C, H), r(D, H), r(D), x)),
+        # rows: one labelled example, then C rows for each of the other two
+        "bernoulli": ("_bernoulli_op", (r(1 + (N - 1) * C, H), r(D, H), r(D), x, 1, C)),
         "elbo": ("_elbo_op", (r(N + 2, C), classes[:2], r(2), r(2), r(N, C), r(N, C), 3.5)),
     }
 
 
 def _forward_args(backend, attr, args):
-    """The forward op's own argument list (the Bernoulli op also takes store_s, and on cuda the precision)."""
+    """The forward op's own argument list (the Bernoulli op also takes store_s, and on cuda the precision)
+    after (h rows, weight, bias, x, n_labelled, C)."""
     if attr != "_bernoulli_op":
         return args
     return args + ((True,) if backend != "cuda" else (True, "ieee"))
@@ -73,7 +76,9 @@ def _run(call, args):
 
 
 @pytest.mark.parametrize("backend", ["cpu", "triton", "cuda"])
-@pytest.mark.parametrize("case", ["every class", "one class per row", "gaussian", "bernoulli", "elbo"])
+@pytest.mark.parametrize(
+    "case", ["every class", "one class per row", "labelled prefix", "gaussian", "bernoulli", "elbo"]
+)
 def test_eager_path_equals_custom_op(backend, case):
     module = _backend_module(backend)
     attr, args = _cases(_device(backend))[case]

@@ -138,14 +138,15 @@ void accumulate_scaled_row(double* acc, const double* v, double g, int64_t n) {
 
 template <typename scalar_t>
 void bernoulli_linear_epilogue(const scalar_t* logits, const scalar_t* bias, const scalar_t* x, scalar_t* ll,
-                               scalar_t* s, int64_t row0, int64_t rows, int64_t C, int64_t D) {
+                               scalar_t* s, int64_t row0, int64_t rows, int64_t n_l, int64_t C, int64_t D) {
   const bool parallel = rows > 1 && rows * D >= kParallelGrainElements;
   (void)parallel;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (parallel)
 #endif
   for (int64_t r = 0; r < rows; ++r) {
-    const scalar_t* xr = x + ((row0 + r) / C) * D;
+    const int64_t row = row0 + r;
+    const scalar_t* xr = x + (row < n_l ? row : n_l + (row - n_l) / C) * D;
     ll[r] = scalar_t(epilogue_row(logits + r * D, bias, xr, s != nullptr ? s + r * D : nullptr, D));
   }
 }
@@ -182,9 +183,9 @@ void bernoulli_linear_backward_rows(const scalar_t* s, const scalar_t* g, const 
 }
 
 template void bernoulli_linear_epilogue<float>(const float*, const float*, const float*, float*, float*,
-                                               int64_t, int64_t, int64_t, int64_t);
+                                               int64_t, int64_t, int64_t, int64_t, int64_t);
 template void bernoulli_linear_epilogue<double>(const double*, const double*, const double*, double*,
-                                                double*, int64_t, int64_t, int64_t, int64_t);
+                                                double*, int64_t, int64_t, int64_t, int64_t, int64_t);
 template void bernoulli_linear_backward_rows<float>(const float*, const float*, const float*, float*, float*,
                                                     float*, int64_t, int64_t, int64_t);
 template void bernoulli_linear_backward_rows<double>(const double*, const double*, const double*, double*,

@@ -5,8 +5,9 @@
 //   epilogue   on a block of rows of h W^T (a chunk still in cache, or the whole (M, D) buffer), with
 //              the bias added here (torch's addmm would first copy the broadcast bias into its output):
 //              l[r, d] = (h W^T)[r, d] + b[d]
-//              ll[r] = sum_d x[r / C, d] l[r, d] - softplus(l[r, d])
-//              s[r, d] = x[r / C, d] - sigmoid(l[r, d])          (optional; may overwrite h W^T in place)
+//              ll[r] = sum_d x[e(r), d] l[r, d] - softplus(l[r, d])
+//              s[r, d] = x[e(r), d] - sigmoid(l[r, d])           (optional; may overwrite h W^T in place)
+//              where e(r) = r for the n_l labelled rows r < n_l, n_l + (r - n_l) / C after them
 //   backward   with g = dLoss/dll a per-row scalar, dl = g s never needs to exist:
 //              dW = s^T (g * h)  (g * h written here; the GEMM by torch)
 //              db[d] = sum_r g[r] s[r, d]
@@ -25,14 +26,14 @@
 namespace ssvae_fast {
 namespace cpu {
 
-// Rows r = 0..rows-1 of the block are global rows row0 + r (example (row0 + r) / C).
+// Rows r = 0..rows-1 of the block are global rows row0 + r (example e(row0 + r)).
 template <typename scalar_t>
 void bernoulli_linear_epilogue(const scalar_t* logits,  // (rows, D), the block's logits without bias
                                const scalar_t* bias,    // (D,), added here; or nullptr
-                               const scalar_t* x,       // (N, D), N > (row0 + rows - 1) / C
+                               const scalar_t* x,       // (N, D), N > e(row0 + rows - 1)
                                scalar_t* ll,            // (rows,), written
                                scalar_t* s,             // (rows, D) written, or nullptr; may == logits
-                               int64_t row0, int64_t rows, int64_t C, int64_t D);
+                               int64_t row0, int64_t rows, int64_t n_l, int64_t C, int64_t D);
 
 // Any of grad_h, g_h, db may be nullptr (not computed).
 template <typename scalar_t>

@@ -5,8 +5,7 @@
 // per step, a reduction over C for grad_a and one over N for grad_W_y. Here the forward writes only the
 // output (one pass); the backward reads grad_out once and produces grad_a and grad_W_y together, with
 // the activation's derivative recomputed from what the caller keeps alive anyway.
-// At MNIST sizes (B = 256: 230 x 10 x 500 encoder rows, 2326 x 500 decoder rows) each pass is ~1.2 M
-// elements.
+// At MNIST sizes (B = 256: 26 + 230 x 10 rows of 500, encoder and decoder) each pass is ~1.2 M elements.
 //
 // Numerics: softplus(v) = max(v, 0) + log1p(exp(-|v|)) exact for every finite v; float32 through
 // vec_math.h's polynomials (<= 2 ulp), float64 through libm. grad_a over C and grad_W_y over rows
@@ -150,8 +149,9 @@ void class_row_backward(const double* g, const double* a, const double* w, const
 
 template <typename scalar_t>
 void class_conditional_forward(const scalar_t* a, const scalar_t* wy_t, const int64_t* classes,
-                               scalar_t* out, int64_t N, int64_t H, int64_t C, Activation activation) {
-  const int64_t rows = classes == nullptr ? N * C : N;
+                               scalar_t* out, int64_t N, int64_t n_l, int64_t H, int64_t C,
+                               Activation activation) {
+  const int64_t rows = n_l + (N - n_l) * C;
   const bool parallel = rows > 1 && rows * H >= kParallelGrainElements;
   const int act = static_cast<int>(activation);
   (void)parallel;
@@ -159,8 +159,8 @@ void class_conditional_forward(const scalar_t* a, const scalar_t* wy_t, const in
 #pragma omp parallel for schedule(static) if (parallel)
 #endif
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t n = classes == nullptr ? r / C : r;
-    const int64_t c = classes == nullptr ? r % C : classes[r];
+    const int64_t n = r < n_l ? r : n_l + (r - n_l) / C;
+    const int64_t c = r < n_l ? classes[r] : (r - n_l) % C;
     activation_row(a + n * H, wy_t + c * H, out + r * H, H, act);
   }
 }
@@ -168,16 +168,15 @@ void class_conditional_forward(const scalar_t* a, const scalar_t* wy_t, const in
 template <typename scalar_t>
 void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, const scalar_t* wy_t,
                                 const scalar_t* out, const int64_t* classes, scalar_t* grad_a,
-                                scalar_t* grad_wy, int64_t N, int64_t H, int64_t C,
+                                scalar_t* grad_wy, int64_t N, int64_t n_l, int64_t H, int64_t C,
                                 Activation activation) {
   if (N == 0 || H == 0) {
     if (grad_wy != nullptr) std::fill(grad_wy, grad_wy + H * C, scalar_t(0));
     return;
   }
-  const bool all_classes = classes == nullptr;
-  const int64_t row_width = all_classes ? C * H : H;  // elements of grad_out per example
+  const int64_t rows = n_l + (N - n_l) * C;
   const int64_t blocks = reduction_blocks(N);
-  const bool parallel = blocks > 1 && N * row_width >= kParallelGrainElements;
+  const bool parallel = blocks > 1 && rows * H >= kParallelGrainElements;
   const int act = static_cast<int>(activation);
   // Block i's (C, H) partial of grad_wy; always accumulated (when grad_wy is not wanted the partials are
   // simply not reduced: one code path, and grad_wy is wanted in every training step).
@@ -188,13 +187,13 @@ void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, con
 #endif
   for (int64_t i = 0; i < blocks; ++i) {
     double* acc_wy = partial.data() + i * C * H;
-    std::vector<scalar_t> scratch(grad_a == nullptr && !all_classes ? static_cast<size_t>(H) : 0);
-    std::vector<double> acc_a(all_classes ? static_cast<size_t>(H) : 0);
+    std::vector<scalar_t> scratch(grad_a == nullptr && n_l > 0 ? static_cast<size_t>(H) : 0);
+    std::vector<double> acc_a(N > n_l ? static_cast<size_t>(H) : 0);
     for (int64_t n = block_begin(N, blocks, i); n < block_begin(N, blocks, i + 1); ++n) {
-      if (all_classes) {
+      if (n >= n_l) {  // every class: output rows n_l + (n - n_l) * C + c
         std::fill(acc_a.begin(), acc_a.end(), 0.0);
         for (int64_t c = 0; c < C; ++c) {
-          const int64_t offset = (n * C + c) * H;
+          const int64_t offset = (n_l + (n - n_l) * C + c) * H;
           if (out != nullptr) {
             class_row_backward(grad_out + offset, nullptr, nullptr, out + offset, acc_a.data(),
                                acc_wy + c * H, H, act);
@@ -206,7 +205,7 @@ void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, con
         if (grad_a != nullptr) {
           for (int64_t h = 0; h < H; ++h) grad_a[n * H + h] = scalar_t(acc_a[h]);
         }
-      } else {
+      } else {  // one class: output row n
         const int64_t c = classes[n];
         scalar_t* dst = grad_a != nullptr ? grad_a + n * H : scratch.data();
         if (out != nullptr) {
@@ -229,15 +228,15 @@ void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, con
 }
 
 template void class_conditional_forward<float>(const float*, const float*, const int64_t*, float*, int64_t,
-                                               int64_t, int64_t, Activation);
+                                               int64_t, int64_t, int64_t, Activation);
 template void class_conditional_forward<double>(const double*, const double*, const int64_t*, double*,
-                                                int64_t, int64_t, int64_t, Activation);
+                                                int64_t, int64_t, int64_t, int64_t, Activation);
 template void class_conditional_backward<float>(const float*, const float*, const float*, const float*,
                                                 const int64_t*, float*, float*, int64_t, int64_t, int64_t,
-                                                Activation);
+                                                int64_t, Activation);
 template void class_conditional_backward<double>(const double*, const double*, const double*,
                                                  const double*, const int64_t*, double*, double*, int64_t,
-                                                 int64_t, int64_t, Activation);
+                                                 int64_t, int64_t, int64_t, Activation);
 
 }  // namespace cpu
 }  // namespace ssvae_fast

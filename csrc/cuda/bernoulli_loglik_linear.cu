@@ -1,9 +1,11 @@
 // CUDA kernels of M2's decoder output layer fused with the Bernoulli log-likelihood (docs/design.md section 2,
-// items 2 and 3): for the M = N * C enumerated rows h[m] (example m / C, class m % C),
+// items 2 and 3): for the M = n_l + (N - n_l) * C rows h[m], labelled first (row m < n_l: example m, its
+// label's row; row n_l + j * C + c: example n_l + j, class c), with e(m) = m < n_l ? m : n_l + (m - n_l) / C
+// the example of row m (n_l = 0: every class of every example, e(m) = m / C),
 //
 //   l[m, d]  = sum_k h[m, k] * W[d, k] + b[d]                       (the decoder's logits, never stored)
-//   ll[m]    = sum_d x[m / C, d] * l[m, d] - softplus(l[m, d])
-//   s[m, d]  = x[m / C, d] - sigmoid(l[m, d])                       (optional: the backward's dl = g * s)
+//   ll[m]    = sum_d x[e(m), d] * l[m, d] - softplus(l[m, d])
+//   s[m, d]  = x[e(m), d] - sigmoid(l[m, d])                        (optional: the backward's dl = g * s)
 //
 //   bernoulli_linear_tc_kernel       64 x 64 output tile per block of 4 warps, tensor cores through
 //                                    nvcuda::wmma (16x16x8 TF32 for float, 16x16x16 for bfloat16/half),
@@ -31,7 +33,7 @@
 //   dh       = dl W            = g[:, None] * (s W)                          (M, H)
 //   dW       = dl^T h          = s^T (g[:, None] * h)                        (D, H)
 //   db       = sum_m dl[m]     = s^T g                                       (D,)
-//   dx[n, d] = sum_c g[n, c] l[n, c, d] = (sum_c g[n, c] h[n, c]) W^T [d] + b[d] * sum_c g[n, c]
+//   dx[n, d] = sum_{m : e(m) = n} g[m] l[m, d] = (sum_{e(m) = n} g[m] h[m]) W^T [d] + b[d] sum_{e(m) = n} g[m]
 //
 // Offsets are int64 (M * D and M * H pass 2**31 at realistic sizes). Any H, D, M (masks and zero
 // padding at every tile edge); any strides.
@@ -81,7 +83,9 @@ __device__ __forceinline__ void bernoulli_epilogue(const acc_t* tile, const Bern
   for (int r = warp; r < kBlockM; r += kWarps) {
     const int64_t row = m0 + r;
     if (row >= p.M) break;  // rows grow with r; the whole warp leaves together
-    const scalar_t* x_row = x + (row / p.C) * p.stride_xn;  // the example's x, shared by its C rows
+    // The example's x, shared by its rows: e(row) = row < n_l ? row : n_l + (row - n_l) / C (C >= 1 there).
+    const int64_t example = row < p.n_l ? row : p.n_l + (row - p.n_l) / p.C;
+    const scalar_t* x_row = x + example * p.stride_xn;
     acc_t sum = acc_t(0);
 #pragma unroll
     for (int j = 0; j < kBlockD / 32; ++j) {
@@ -384,9 +388,14 @@ void bernoulli_loglik_linear_forward(const BernoulliLinearForwardArgs& args, Sca
                                 ", D=" + std::to_string(args.D) + ", H=" + std::to_string(args.H) +
                                 ", C=" + std::to_string(args.C));
   }
+  if (args.n_l < 0 || args.n_l > args.M) {
+    throw std::invalid_argument(std::string(fn) + ": n_l must be in [0, M = " + std::to_string(args.M) + "], got " +
+                                std::to_string(args.n_l));
+  }
   if (args.M == 0) return;  // nothing to write
-  if (args.C < 1 || args.M % args.C != 0) {
-    throw std::invalid_argument(std::string(fn) + ": M = " + std::to_string(args.M) +
+  // Rows past the labelled prefix come in groups of C (the kernels divide by C only for those rows).
+  if (args.M > args.n_l && (args.C < 1 || (args.M - args.n_l) % args.C != 0)) {
+    throw std::invalid_argument(std::string(fn) + ": M - n_l = " + std::to_string(args.M - args.n_l) +
                                 " rows must be a positive multiple of C = " + std::to_string(args.C));
   }
   const int64_t m_tiles = (args.M + kBlockM - 1) / kBlockM;

@@ -21,18 +21,23 @@ constexpr int kBernoulliBlockD = 64;
 //                inputs as they are; Python calls this precision "tf32"
 enum class MatmulPrecision { kIeee, kTensorCore };
 
+// Rows of h, labelled first: row m < n_l scores x[m] (a labelled example, one row), row n_l + j * C + c
+// scores x[n_l + j] (an unlabelled example, one row per class c): the example of row m is
+//   e(m) = m < n_l ? m : n_l + (m - n_l) / C,      M = n_l + (N - n_l) * C.
+// n_l = 0 is the every-class form (M = N * C, e(m) = m / C).
 struct BernoulliLinearForwardArgs {
-  const void* h = nullptr;       // (M, H) decoder hidden rows, M = N * C, row m = (example m / C, class m % C)
+  const void* h = nullptr;       // (M, H) decoder hidden rows in the layout above
   const void* weight = nullptr;  // (D, H) output layer weight
   const void* bias = nullptr;    // (D,) output layer bias, or nullptr
-  const void* x = nullptr;       // (N, D) data, shared by the C rows of each example
+  const void* x = nullptr;       // (N, D) data; row e(m) is shared by the rows m of its example
   void* s = nullptr;             // (M, D) contiguous out: x - sigmoid(l), or nullptr (not stored)
   void* ll_partial = nullptr;    // (ceil(D / kBernoulliBlockD), M) workspace in the compute dtype
   void* ll = nullptr;            // (M,) contiguous out: sum_d x * l - softplus(l)
-  int64_t M = 0;                 // rows of h (N * C)
+  int64_t M = 0;                 // rows of h (n_l + (N - n_l) * C)
   int64_t D = 0;                 // pixels (rows of weight)
   int64_t H = 0;                 // hidden units (the GEMM's reduction length)
-  int64_t C = 0;                 // rows of h per row of x (>= 1 when M > 0)
+  int64_t C = 0;                 // rows of h per unlabelled example (>= 1 when M > n_l)
+  int64_t n_l = 0;               // labelled rows (one per example) before the enumerated ones, 0 <= n_l <= M
   int64_t stride_hm = 0;         // elements between rows of h
   int64_t stride_hk = 0;         // elements between hidden units of h
   int64_t stride_wd = 0;         // elements between rows of weight
@@ -42,7 +47,7 @@ struct BernoulliLinearForwardArgs {
   int64_t stride_xd = 0;         // elements between pixels of x
 };
 
-// ll[m] = sum_d x[m / C, d] * l[m, d] - softplus(l[m, d]), l = h W^T + b, and s = x - sigmoid(l) when
+// ll[m] = sum_d x[e(m), d] * l[m, d] - softplus(l[m, d]), l = h W^T + b, and s = x - sigmoid(l) when
 // args.s is not null; the (M, D) logits never reach device memory. Deterministic.
 void bernoulli_loglik_linear_forward(const BernoulliLinearForwardArgs& args, ScalarType dtype,
                                      MatmulPrecision precision, std::uintptr_t stream);

@@ -2,11 +2,17 @@
 // item 1): Linear([v, onehot(c)]) = W_v v + b + W_y[:, c], so the layer's output is act(a + w_y[:, c])
 // with a = W_v v + b computed once per row by the caller (a cuBLAS GEMM) and w_y the class columns.
 //
+// Output rows, labelled first: the first n_l rows of a take one class each (M2's labelled examples), the
+// other N - n_l rows every class (the unlabelled ones), so that both go through the network as one batch:
+//   out[i]                = act(a[i] + w_y[:, classes[i]])      i < n_l
+//   out[n_l + j * C + c]  = act(a[n_l + j] + w_y[:, c])         j < N - n_l, c < C
+// (n_l = 0: the broadcast form (N, C, H); n_l = N: the indexed form (N, H)).
+//
 //   forward   class_conditional_fwd_kernel   one thread per (n, h): reads a[n, h] once and writes
-//                                            act(a[n, h] + w_y[h, c]) for every class c (broadcast form,
-//                                            out (N, C, H)) or for c = classes[n] (indexed form, out (N, H))
-//   backward  class_conditional_bwd_kernel   block = 64 rows x 32 hidden units: da (summed over c in the
-//                                            broadcast form) and per-block partial sums of dw_y
+//                                            act(a[n, h] + w_y[h, c]) for c = classes[n] (n < n_l, output
+//                                            row n) or for every class c (output rows n_l + (n - n_l) C + c)
+//   backward  class_conditional_bwd_kernel   block = 64 rows of a x 32 hidden units: da (summed over the C
+//                                            rows of an unlabelled example) and per-block partial sums of dw_y
 //             class_conditional_dw_kernel    dw_y[h, c] = fixed-order sum of the partials over row blocks
 //
 // What is fused, and the memory traffic saved (encoder, N = 100, C = 10, H = 500, fp32; arithmetic, not
@@ -55,7 +61,7 @@ __device__ __forceinline__ acc_t activation_derivative(acc_t pre) {
   return pre > acc_t(0) ? acc_t(1) : acc_t(0);
 }
 
-template <typename scalar_t, Activation kAct, bool kBroadcast>
+template <typename scalar_t, Activation kAct>
 __global__ void __launch_bounds__(kThreads)
 class_conditional_fwd_kernel(const ClassConditionalForwardArgs p) {  // sizes, strides, pointers: see the .h
   using acc_t = compute_t<scalar_t>;
@@ -70,28 +76,28 @@ class_conditional_fwd_kernel(const ClassConditionalForwardArgs p) {  // sizes, s
     const int64_t h = i - n * p.H;
     const acc_t a_nh = to_compute(a[n * p.stride_an + h * p.stride_ah]);
     const scalar_t* w_h = w + h * p.stride_wh;  // w_y[h, 0]
-    if (kBroadcast) {
-      scalar_t* out_nh = out + n * p.C * p.H + h;  // out[n, 0, h]; class c at + c * H
-      for (int64_t c = 0; c < p.C; ++c) {
-        out_nh[c * p.H] = from_compute<scalar_t>(activate<kAct>(a_nh + to_compute(w_h[c * p.stride_wc])));
-      }
-    } else {
+    if (n < p.n_l) {  // labelled row: output row n, i.e. out[n * H + h] = out[i]
       const int64_t c = p.classes[n * p.stride_cls];
       const acc_t pre = (c >= 0 && c < p.C) ? a_nh + to_compute(w_h[c * p.stride_wc]) : quiet_nan<acc_t>();
       out[i] = from_compute<scalar_t>(activate<kAct>(pre));
+    } else {  // every class: output rows n_l + (n - n_l) * C + c
+      scalar_t* out_nh = out + (p.n_l + (n - p.n_l) * p.C) * p.H + h;  // class 0's row, column h
+      for (int64_t c = 0; c < p.C; ++c) {
+        out_nh[c * p.H] = from_compute<scalar_t>(activate<kAct>(a_nh + to_compute(w_h[c * p.stride_wc])));
+      }
     }
   }
 }
 
-// Backward (VJP). pre[n, c, h] = a[n, h] + w_y[h, c] (recomputed), t = grad_out * act'(pre):
-//   broadcast form:  da[n, h]   = sum_c t[n, c, h]
-//                    dw_y[h, c] = sum_n t[n, c, h]
-//   indexed form:    da[n, h]   = t[n, h]                      (pre[n, h] = a[n, h] + w_y[h, classes[n]])
-//                    dw_y[h, c] = sum_{n : classes[n] = c} t[n, h]
-// Block (bx, by) owns rows n = 64 bx + warp + 8 k (k = 0..7) and hidden unit h = 32 by + lane. For each
+// Backward (VJP). pre = a[n, h] + w_y[h, c] of each output row (recomputed), t = grad_out * act'(pre):
+//   labelled row n < n_l (output row n, c = classes[n]):          da[n, h] = t[n, h]
+//   unlabelled row n >= n_l (output rows r_c = n_l + (n - n_l) C + c):  da[n, h] = sum_c t[r_c, h]
+//   dw_y[h, c] = sum of t[r, h] over the output rows r of class c (labelled rows of class c included)
+// Block (bx, by) owns rows n = 64 bx + warp + 8 k (k = 0..7) of a and hidden unit h = 32 by + lane. For each
 // class c (in order) every thread sums t over its 8 rows, the 8 warps' sums meet in shared memory and
 // warp 0 adds them in warp order into dw_partial[bx, c, h]; class_conditional_dw_kernel then sums over bx.
-template <typename scalar_t, Activation kAct, bool kBroadcast>
+// The 32 lanes of a warp share their rows, so `n < n_l` never diverges inside a warp.
+template <typename scalar_t, Activation kAct>
 __global__ void __launch_bounds__(kThreads)
 class_conditional_bwd_kernel(const ClassConditionalBackwardArgs p) {  // sizes, strides, pointers: see the .h
   using acc_t = compute_t<scalar_t>;
@@ -110,7 +116,7 @@ class_conditional_bwd_kernel(const ClassConditionalBackwardArgs p) {  // sizes, 
   const scalar_t* w_h = w + (h_ok ? h : 0) * p.stride_wh;
 
   acc_t a_k[kRowsPerWarp];   // a[n_k, h]
-  acc_t da_k[kRowsPerWarp];  // da[n_k, h] (indexed form: t[n_k, h])
+  acc_t da_k[kRowsPerWarp];  // da[n_k, h] (labelled row: t[n_k, h], complete after this loop)
   int64_t cls_k[kRowsPerWarp];
 #pragma unroll
   for (int k = 0; k < kRowsPerWarp; ++k) {
@@ -119,32 +125,32 @@ class_conditional_bwd_kernel(const ClassConditionalBackwardArgs p) {  // sizes, 
     a_k[k] = ok ? to_compute(a[n * p.stride_an + h * p.stride_ah]) : acc_t(0);
     da_k[k] = acc_t(0);
     cls_k[k] = -1;
-    if (!kBroadcast && ok) {
+    if (ok && n < p.n_l) {  // labelled row: output row n
       const int64_t c = p.classes[n * p.stride_cls];
       cls_k[k] = c;
       const acc_t pre = (c >= 0 && c < p.C) ? a_k[k] + to_compute(w_h[c * p.stride_wc]) : quiet_nan<acc_t>();
       da_k[k] = to_compute(grad[n * p.H + h]) * activation_derivative<kAct>(pre);
     }
   }
+  // Whether some row of this thread (the last is row0 + 8 * 7) may be past the labelled prefix: only then
+  // is w_y[h, c] read in the class loop below.
+  const bool reads_w = h_ok && row0 + int64_t(kWarps) * (kRowsPerWarp - 1) >= p.n_l;
 
   // The loop bound p.C is the same for every thread: all threads reach both barriers.
   for (int64_t c = 0; c < p.C; ++c) {
     acc_t part = acc_t(0);
-    if (kBroadcast) {
-      const acc_t w_hc = h_ok ? to_compute(w_h[c * p.stride_wc]) : acc_t(0);
+    const acc_t w_hc = reads_w ? to_compute(w_h[c * p.stride_wc]) : acc_t(0);
 #pragma unroll
-      for (int k = 0; k < kRowsPerWarp; ++k) {
-        const int64_t n = row0 + int64_t(kWarps) * k;
-        if (h_ok && n < p.N) {
-          const acc_t t = to_compute(grad[(n * p.C + c) * p.H + h]) * activation_derivative<kAct>(a_k[k] + w_hc);
-          da_k[k] += t;
-          part += t;
-        }
-      }
-    } else {
-#pragma unroll
-      for (int k = 0; k < kRowsPerWarp; ++k) {
-        if (cls_k[k] == c) part += da_k[k];  // cls_k is -1 for rows outside [0, N) or h outside [0, H)
+    for (int k = 0; k < kRowsPerWarp; ++k) {
+      const int64_t n = row0 + int64_t(kWarps) * k;
+      if (!(h_ok && n < p.N)) continue;
+      if (n < p.n_l) {
+        if (cls_k[k] == c) part += da_k[k];  // a class outside [0, C) matches no c
+      } else {  // output row n_l + (n - n_l) * C + c
+        const int64_t r = p.n_l + (n - p.n_l) * p.C + c;
+        const acc_t t = to_compute(grad[r * p.H + h]) * activation_derivative<kAct>(a_k[k] + w_hc);
+        da_k[k] += t;
+        part += t;
       }
     }
     warp_sums[warp][lane] = part;
@@ -186,21 +192,25 @@ class_conditional_dw_kernel(const compute_t<scalar_t>* __restrict__ dw_partial, 
   }
 }
 
-void check_non_negative(const char* fn, int64_t N, int64_t H, int64_t C) {
+void check_sizes(const char* fn, int64_t N, int64_t n_l, int64_t H, int64_t C, const int64_t* classes) {
   if (N < 0 || H < 0 || C < 0) {
     throw std::invalid_argument(std::string("ssvae_fast._C_cuda.") + fn + ": sizes must be non-negative, got N=" +
                                 std::to_string(N) + ", H=" + std::to_string(H) + ", C=" + std::to_string(C));
+  }
+  if (n_l < 0 || n_l > N) {
+    throw std::invalid_argument(std::string("ssvae_fast._C_cuda.") + fn + ": n_l must be in [0, N = " +
+                                std::to_string(N) + "], got " + std::to_string(n_l));
+  }
+  if (n_l > 0 && classes == nullptr) {
+    throw std::invalid_argument(std::string("ssvae_fast._C_cuda.") + fn + ": classes is a null pointer but n_l = " +
+                                std::to_string(n_l));
   }
 }
 
 template <typename scalar_t, Activation kAct>
 void launch_forward(const ClassConditionalForwardArgs& args, cudaStream_t stream) {
   const unsigned int blocks = grid_stride_blocks(args.N * args.H, kThreads);
-  if (args.classes == nullptr) {
-    class_conditional_fwd_kernel<scalar_t, kAct, true><<<blocks, kThreads, 0, stream>>>(args);
-  } else {
-    class_conditional_fwd_kernel<scalar_t, kAct, false><<<blocks, kThreads, 0, stream>>>(args);
-  }
+  class_conditional_fwd_kernel<scalar_t, kAct><<<blocks, kThreads, 0, stream>>>(args);
   check_launch("class_conditional_fwd_kernel");
 }
 
@@ -210,11 +220,7 @@ void launch_backward(const ClassConditionalBackwardArgs& args, cudaStream_t stre
   if (args.N > 0 && args.H > 0) {
     const dim3 grid(static_cast<unsigned int>(row_blocks),
                     static_cast<unsigned int>((args.H + kBwdHidden - 1) / kBwdHidden));
-    if (args.classes == nullptr) {
-      class_conditional_bwd_kernel<scalar_t, kAct, true><<<grid, kThreads, 0, stream>>>(args);
-    } else {
-      class_conditional_bwd_kernel<scalar_t, kAct, false><<<grid, kThreads, 0, stream>>>(args);
-    }
+    class_conditional_bwd_kernel<scalar_t, kAct><<<grid, kThreads, 0, stream>>>(args);
     check_launch("class_conditional_bwd_kernel");
   }
   if (args.H * args.C > 0) {  // with N == 0 this writes zeros
@@ -229,8 +235,9 @@ void launch_backward(const ClassConditionalBackwardArgs& args, cudaStream_t stre
 
 void class_conditional_forward(const ClassConditionalForwardArgs& args, ScalarType dtype, Activation activation,
                                std::uintptr_t stream) {
-  check_non_negative("class_conditional_forward", args.N, args.H, args.C);
-  if (args.N * args.H == 0 || (args.classes == nullptr && args.C == 0)) return;  // empty output
+  check_sizes("class_conditional_forward", args.N, args.n_l, args.H, args.C, args.classes);
+  const int64_t rows = args.n_l + (args.N - args.n_l) * args.C;  // output rows
+  if (rows * args.H == 0) return;  // empty output
   auto cuda_stream = reinterpret_cast<cudaStream_t>(stream);
   dispatch_scalar_type(dtype, "class_conditional_forward", [&](auto tag) {
     using scalar_t = decltype(tag);
@@ -244,7 +251,7 @@ void class_conditional_forward(const ClassConditionalForwardArgs& args, ScalarTy
 
 void class_conditional_backward(const ClassConditionalBackwardArgs& args, ScalarType dtype, Activation activation,
                                 std::uintptr_t stream) {
-  check_non_negative("class_conditional_backward", args.N, args.H, args.C);
+  check_sizes("class_conditional_backward", args.N, args.n_l, args.H, args.C, args.classes);
   const int64_t row_blocks = (args.N + kBwdRows - 1) / kBwdRows;
   const int64_t hidden_blocks = (args.H + kBwdHidden - 1) / kBwdHidden;
   if (row_blocks > int64_t(std::numeric_limits<int>::max()) || hidden_blocks > 65535) {

@@ -17,12 +17,18 @@ enum class Activation { kSoftplus, kRelu };
 // sums per ceil(N / kClassConditionalBackwardRows) row blocks.
 constexpr int kClassConditionalBackwardRows = 64;
 
+// Output rows, labelled first (n_l rows of a take one class each, the other N - n_l every class):
+//   out[i, h]                = act(a[i, h] + w_y[h, classes[i]])     i < n_l
+//   out[n_l + j * C + c, h]  = act(a[n_l + j, h] + w_y[h, c])        j < N - n_l, c < C
+// M = n_l + (N - n_l) * C rows of H, contiguous. n_l = 0 (classes unused, may be nullptr) is the broadcast
+// form (N, C, H); n_l = N the indexed form (N, H).
 struct ClassConditionalForwardArgs {
   const void* a = nullptr;           // (N, H) input part W_v v + b, any strides
   const void* w_y = nullptr;         // (H, C) class columns of the layer's weight, any strides
-  const int64_t* classes = nullptr;  // (N,) class of each row; nullptr: every class (broadcast form)
-  void* out = nullptr;               // contiguous out: (N, C, H) broadcast form, (N, H) indexed form
+  const int64_t* classes = nullptr;  // (n_l,) class of each labelled row; nullptr allowed when n_l == 0
+  void* out = nullptr;               // (n_l + (N - n_l) * C, H) contiguous out, rows as above
   int64_t N = 0;                     // rows of a
+  int64_t n_l = 0;                   // labelled rows (the first n_l rows of a), 0 <= n_l <= N
   int64_t H = 0;                     // hidden units
   int64_t C = 0;                     // classes (columns of w_y)
   int64_t stride_an = 0;             // elements between rows of a
@@ -33,24 +39,24 @@ struct ClassConditionalForwardArgs {
 };
 
 struct ClassConditionalBackwardArgs {
-  const void* grad = nullptr;        // contiguous dLoss/dout: (N, C, H) broadcast form, (N, H) indexed
+  const void* grad = nullptr;        // (n_l + (N - n_l) * C, H) contiguous dLoss/dout, rows as the output's
   const void* a = nullptr;           // (N, H), any strides
   const void* w_y = nullptr;         // (H, C), any strides
-  const int64_t* classes = nullptr;  // (N,) or nullptr (broadcast form)
+  const int64_t* classes = nullptr;  // (n_l,); nullptr allowed when n_l == 0
   void* da = nullptr;                // (N, H) contiguous out
   void* dw_partial = nullptr;        // (ceil(N / kClassConditionalBackwardRows), C, H) workspace, compute dtype
   void* dw_y = nullptr;              // (H, C) contiguous out
-  int64_t N = 0, H = 0, C = 0;
+  int64_t N = 0, n_l = 0, H = 0, C = 0;
   int64_t stride_an = 0, stride_ah = 0, stride_wh = 0, stride_wc = 0, stride_cls = 0;
 };
 
-// out[n, c, h] = act(a[n, h] + w_y[h, c]) for every c (classes == nullptr), else
-// out[n, h] = act(a[n, h] + w_y[h, classes[n]]) (NaN for a class outside [0, C): no out-of-bounds read).
+// out as above; a class outside [0, C) gives NaN for that row (no out-of-bounds read).
 void class_conditional_forward(const ClassConditionalForwardArgs& args, ScalarType dtype,
                                Activation activation, std::uintptr_t stream);
 
-// da = grad * act'(pre), summed over c in the broadcast form; dw_y[h, c] = sum over rows (of class c in
-// the indexed form) of grad * act'(pre). Deterministic: per-block partials, then a fixed-order sum.
+// t = grad * act'(pre) per output row; da[n] = t of row n (n < n_l), the sum of t over the C rows of
+// example n (n >= n_l); dw_y[h, c] = sum of t over the output rows of class c. Deterministic: per-block
+// partials, then a fixed-order sum.
 void class_conditional_backward(const ClassConditionalBackwardArgs& args, ScalarType dtype,
                                 Activation activation, std::uintptr_t stream);
 

@@ -11,18 +11,20 @@ implementations (no dispatcher round trip: ~0.1 ms per call after a large GEMM h
 check shapes, dtypes and devices, make inputs contiguous at the boundary, allocate the outputs and pass
 raw pointers and sizes to the kernels (csrc/cpu/<op>.cpp, formulas and VJPs in the headers).
 
-    class_conditional_activation   act(a + W_y[:, c]), every class or one per row; backward grad_a and
-                                   grad_W_y in one pass, act' recomputed from a (every-class form: the
-                                   (N, C, H) output is not kept alive) or from the output (per-row form:
-                                   the output is the next layer's saved input anyway)
+    class_conditional_activation   act(a + W_y[:, c]), labelled rows one class each, the others every
+                                   class, in one pass; backward grad_a and grad_W_y in one pass, act'
+                                   recomputed from the output (the next layer's saved input anyway), or
+                                   from a for the (N, C, H) form
     gaussian_reparam_kl            z and KL in one pass; backward to head and eps in one pass
-    bernoulli_loglik_linear        logits GEMM by torch (no bias), written straight into the (N*C, D)
+    bernoulli_loglik_linear        logits GEMM by torch (no bias), written straight into the (M, D)
                                    buffer s that the kernel turns in place into s = x - sigmoid(l) while
-                                   it reduces each row to ll (N, C), the bias added on the fly; s is all
+                                   it reduces each row to ll (M,), the bias added on the fly; s is all
                                    the backward needs. Without autograd: chunks through one reused
                                    buffer, so only a chunk of logits ever exists. Backward: dh = g (s W)
                                    and dW = s^T (g h) (GEMMs), the row scalings and db = s^T g in one
-                                   kernel pass; dx = (sum_c g h) W^T + b sum_c g only when x needs it
+                                   kernel pass; dx = (sum_rows g h) W^T + b sum_rows g only when x
+                                   needs it. Rows: (N, C, H), or labelled rows then C per unlabelled
+                                   example (M, H)
     elbo_reduction                 per-example losses and their backward, one pass each, in double
 
 Numerics: float32 and float64 (one dtype for all float inputs of an op; int64 class indices); float32
@@ -47,8 +49,8 @@ import torch
 from torch import Tensor
 
 from .. import _ext
-from .bernoulli_loglik_linear import check_bernoulli_linear_inputs
-from .class_conditional import check_class_conditional_inputs
+from .bernoulli_loglik_linear import bernoulli_linear_dx, check_bernoulli_linear_inputs
+from .class_conditional import check_class_conditional_inputs, class_conditional_output_shape
 from .elbo import check_elbo_inputs
 from .gaussian import check_gaussian_inputs
 from .glue import FusedOp, elbo_fused_op
@@ -116,18 +118,18 @@ def _class_conditional_forward(a: Tensor, w_y: Tensor, classes: Optional[Tensor]
     wy_t = w_y.t().contiguous()  # (C, H): a class column is a contiguous row
     N, H = a.shape
     C = w_y.shape[1]
-    out = a.new_empty((N, C, H) if classes is None else (N, H))
+    out = a.new_empty(class_conditional_output_shape(a, w_y, classes))
+    n_l = 0 if classes is None else classes.shape[0]
     if classes is not None:
         classes = classes.contiguous()
     ext.class_conditional_forward(
-        _ptr(a), _ptr(wy_t), _ptr(classes), _ptr(out), N, H, C, activation, _dtype(a)
+        _ptr(a), _ptr(wy_t), _ptr(classes), _ptr(out), N, n_l, H, C, activation, _dtype(a)
     )
     return out
 
 
 def _class_conditional_fake(a, w_y, classes, activation):
-    N, H = a.shape
-    return a.new_empty((N, w_y.shape[1], H) if classes is None else (N, H))
+    return a.new_empty(class_conditional_output_shape(a, w_y, classes))
 
 
 def _class_conditional_backward(
@@ -137,6 +139,7 @@ def _class_conditional_backward(
     out: Optional[Tensor],
     classes: Optional[Tensor],
     activation: str,
+    N: int,
     need_a: bool,
     need_w_y: bool,
 ) -> Tuple[Tensor, Tensor]:
@@ -144,7 +147,7 @@ def _class_conditional_backward(
     ext = _ext.require_ext()
     grad_out = grad_out.contiguous()
     H, C = w_y.shape
-    N = grad_out.shape[0]
+    n_l = 0 if classes is None else classes.shape[0]
     dtype = grad_out.dtype
     grad_a = grad_out.new_empty((N, H)) if need_a else grad_out.new_empty((0,))
     grad_w_y = grad_out.new_empty((H, C)) if need_w_y else grad_out.new_empty((0,))
@@ -160,15 +163,15 @@ def _class_conditional_backward(
     ext.class_conditional_backward(
         _ptr(grad_out), _ptr(a), _ptr(wy_t), _ptr(out), _ptr(classes), _ptr(grad_a),
         grad_w_y.data_ptr() if need_w_y else 0,  # H * C may be 0 with N > 0: the kernel writes nothing
-        N, H, C, activation, _DTYPE_NAMES[dtype],
+        N, n_l, H, C, activation, _DTYPE_NAMES[dtype],
     )
     return grad_a, grad_w_y
 
 
-def _class_conditional_backward_fake(grad_out, a, w_y, out, classes, activation, need_a, need_w_y):
+def _class_conditional_backward_fake(grad_out, a, w_y, out, classes, activation, N, need_a, need_w_y):
     H, C = w_y.shape
     return (
-        grad_out.new_empty((grad_out.shape[0], H) if need_a else (0,)),
+        grad_out.new_empty((N, H) if need_a else (0,)),
         grad_out.new_empty((H, C) if need_w_y else (0,)),
     )
 
@@ -176,10 +179,11 @@ def _class_conditional_backward_fake(grad_out, a, w_y, out, classes, activation,
 def _class_conditional_setup_context(ctx, inputs, output) -> None:
     a, w_y, classes, activation = inputs
     ctx.activation = activation
+    ctx.n_rows = a.shape[0]
     ctx.from_output = classes is not None
-    # Every-class form: recompute act' from a (N, H) rather than keep the (N, C, H) output alive (the
-    # caller concatenates it into the next layer's input, so the output itself is dead after that).
-    # Per-row form: the output is the next layer's saved input, alive anyway; a would be extra memory.
+    # Rows (classes given): the output is the next layer's saved input, alive anyway; a would be extra
+    # memory. The (N, C, H) form (classes None) may be reshaped or copied by the caller, so act' is
+    # recomputed from a (N, H) rather than keeping that output alive.
     ctx.save_for_backward(None if ctx.from_output else a, w_y, output if ctx.from_output else None, classes)
 
 
@@ -188,7 +192,7 @@ def _class_conditional_vjp(ctx, backward, grad_out):
     need_a, need_w_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if grad_out is None or not (need_a or need_w_y):
         return None, None, None, None
-    grad_a, grad_w_y = backward(grad_out, a, w_y, out, classes, ctx.activation, need_a, need_w_y)
+    grad_a, grad_w_y = backward(grad_out, a, w_y, out, classes, ctx.activation, ctx.n_rows, need_a, need_w_y)
     return (grad_a if need_a else None, grad_w_y if need_w_y else None, None, None)
 
 
@@ -206,7 +210,9 @@ def class_conditional_activation_cpu(
 
     a: (N, H) = W_v v + b; w_y: (H, C) class columns of the layer's weight (any strides);
     classes None: every class for every row -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]);
-    classes (N,) int64 in [0, C) (checked): one class per row -> (N, H).
+    classes (n_l,) int64 in [0, C) (checked), n_l <= N: the first n_l rows take one class each, the other
+    rows every class -> (n_l + (N - n_l) * C, H), labelled rows first (the layout of
+    `class_conditional_activation_torch`; n_l = N: one class per row, (N, H)).
     activation: "softplus" (exact, max(v, 0) + log1p(exp(-|v|))) or "relu". Differentiable in a and w_y
     (grad_w_y reduced over rows in double, deterministic).
     """
@@ -296,7 +302,7 @@ def gaussian_reparam_kl_cpu(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
 # 3. Decoder output layer + Bernoulli log-likelihood.
 # ======================================================================================================
 def _bernoulli_forward(
-    h_rows: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, C: int, store_s: bool
+    h_rows: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_l: int, C: int, store_s: bool
 ) -> Tuple[Tensor, Tensor]:
     """(ll (M,), s (M, D) or empty): the logits GEMM (torch, without the bias) and the epilogue kernel,
     which adds the bias and reduces each row while producing s = x - sigmoid(l) in place.
@@ -335,25 +341,22 @@ def _bernoulli_forward(
         torch.mm(h_rows[r0:r1], weight_t, out=logits)  # the kernel adds the bias
         ext.bernoulli_linear_epilogue(
             logits.data_ptr(), _ptr(bias), x.data_ptr(), ll.data_ptr() + r0 * item,
-            logits.data_ptr() if store_s else 0, r0, r1 - r0, N, C, D, dtype,
+            logits.data_ptr() if store_s else 0, r0, r1 - r0, N, n_l, C, D, dtype,
         )
     return ll, s
 
 
 def _bernoulli_op_forward(
-    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, store_s: bool
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_l: int, C: int, store_s: bool
 ) -> Tuple[Tensor, Tensor]:
-    """(ll (N, C), s = x - sigmoid(l) (N*C, D) when store_s, else an empty tensor)."""
-    N, C, H = h.shape
-    h_rows = h.contiguous().view(N * C, H)
+    """(ll (M,), s = x - sigmoid(l) (M, D) when store_s, else an empty tensor); h (M, H) rows."""
     bias = bias.contiguous() if bias is not None else None
-    ll, s = _bernoulli_forward(h_rows, weight.contiguous(), bias, x.contiguous(), C, store_s)
-    return ll.view(N, C), s
+    return _bernoulli_forward(h.contiguous(), weight.contiguous(), bias, x.contiguous(), n_l, C, store_s)
 
 
-def _bernoulli_fake(h, weight, bias, x, store_s):
-    N, C, _ = h.shape
-    return h.new_empty((N, C)), h.new_empty((N * C, weight.shape[0]) if store_s else (0,))
+def _bernoulli_fake(h, weight, bias, x, n_l, C, store_s):
+    M = h.shape[0]
+    return h.new_empty((M,)), h.new_empty((M, weight.shape[0]) if store_s else (0,))
 
 
 def _bernoulli_backward(
@@ -363,30 +366,31 @@ def _bernoulli_backward(
     bias: Optional[Tensor],
     x: Tensor,
     s: Tensor,
+    n_l: int,
+    C: int,
     need_h: bool,
     need_weight: bool,
     need_bias: bool,
     need_x: bool,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(dh (N, C, H), dW (D, H), db (D,), dx (N, D)), each an empty tensor when not needed.
+    """(dh (M, H), dW (D, H), db (D,), dx (N, D)), each an empty tensor when not needed.
 
-    s: x - sigmoid(l) (N*C, D) from the forward, or empty: then recomputed here (chunked GEMM + epilogue).
+    s: x - sigmoid(l) (M, D) from the forward, or empty: then recomputed here (chunked GEMM + epilogue).
     """
     ext = _ext.require_ext()
-    N, C, H = h.shape
+    M, H = h.shape
     D = weight.shape[0]
-    M = N * C
-    h_rows = h.contiguous().view(M, H)
+    h_rows = h.contiguous()
     weight = weight.contiguous()
-    g = grad_ll.contiguous().view(M)
+    g = grad_ll.contiguous()
     # Outputs not needed are distinct empty tensors (custom ops may not return aliases).
     dh, dweight, dbias, dx = (h.new_empty((0,)) for _ in range(4))
     if need_h or need_weight or need_bias:
         if s.numel() != M * D:
             bias_c = bias.contiguous() if bias is not None else None
-            _, s = _bernoulli_forward(h_rows, weight, bias_c, x.contiguous(), C, True)
+            _, s = _bernoulli_forward(h_rows, weight, bias_c, x.contiguous(), n_l, C, True)
         # dl = g[:, None] * s is never formed: dW = s^T (g * h) first, then dh = g * (s W) written into
-        # the (dead) g * h buffer, so one (N*C, H) buffer serves both: the step's memory peak is here,
+        # the (dead) g * h buffer, so one (M, H) buffer serves both: the step's memory peak is here,
         # and forming dl instead would take 7.3 MB more at MNIST sizes (4.7 MB more with separate g * h
         # and dh buffers); the time is the same (benchmarks/profile_cpu_step.py --ops).
         dtype = _dtype(h)
@@ -402,32 +406,26 @@ def _bernoulli_backward(
         if need_h:
             torch.mm(s, weight, out=work)  # s W, then scaled by g in place
             ext.bernoulli_linear_backward_rows(0, _ptr(g), 0, _ptr(work), 0, 0, M, D, H, dtype)
-            dh = work.view(N, C, H)
-    if need_x:
-        # dx[n] = sum_c g[n, c] l[n, c] = W (sum_c g[n, c] h[n, c]) + b * sum_c g[n, c]
-        g_nc = g.view(N, C)
-        g_h = torch.bmm(g_nc.unsqueeze(1), h_rows.view(N, C, H)).squeeze(1)  # (N, H)
-        if bias is not None:
-            dx = torch.addmm(torch.outer(g_nc.sum(1), bias), g_h, weight.t())
-        else:
-            dx = torch.mm(g_h, weight.t())
+            dh = work
+    if need_x:  # dx[n] = W (sum of g h over example n's rows) + b (sum of g over them)
+        dx = bernoulli_linear_dx(g, h_rows, weight, bias, n_l, C, x.shape[0])
     return dh, dweight, dbias, dx
 
 
-def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, need_h, need_weight, need_bias, need_x):
-    N, C, H = h.shape
+def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, n_l, C, need_h, need_weight, need_bias, need_x):
     D = weight.shape[0]
     return (
-        h.new_empty((N, C, H) if need_h else (0,)),
-        h.new_empty((D, H) if need_weight else (0,)),
+        h.new_empty(h.shape if need_h else (0,)),
+        h.new_empty((D, h.shape[1]) if need_weight else (0,)),
         h.new_empty((D,) if need_bias and bias is not None else (0,)),
-        h.new_empty((N, D) if need_x else (0,)),
+        h.new_empty((x.shape[0], D) if need_x else (0,)),
     )
 
 
 def _bernoulli_setup_context(ctx, inputs, output) -> None:
-    h, weight, bias, x, store_s = inputs
+    h, weight, bias, x, n_l, C, store_s = inputs
     _, s = output
+    ctx.layout = (n_l, C)
     ctx.save_for_backward(h, weight, bias, x, s)
     ctx.mark_non_differentiable(s)
     ctx.set_materialize_grads(False)
@@ -436,16 +434,18 @@ def _bernoulli_setup_context(ctx, inputs, output) -> None:
 def _bernoulli_vjp(ctx, backward, grad_ll, grad_s):
     needs = ctx.needs_input_grad
     if grad_ll is None or not any(needs[:4]):
-        return None, None, None, None, None
+        return None, None, None, None, None, None, None
     h, weight, bias, x, s = ctx.saved_tensors
     dh, dweight, dbias, dx = backward(
-        grad_ll, h, weight, bias, x, s, needs[0], needs[1], bias is not None and needs[2], needs[3]
+        grad_ll, h, weight, bias, x, s, *ctx.layout, needs[0], needs[1], bias is not None and needs[2], needs[3]
     )
     return (
         dh if needs[0] else None,
         dweight if needs[1] else None,
         dbias if bias is not None and needs[2] else None,
         dx if needs[3] else None,
+        None,
+        None,
         None,
     )
 
@@ -460,8 +460,8 @@ _RECOMPUTE = False  # see recompute_bernoulli_logits()
 
 @contextlib.contextmanager
 def recompute_bernoulli_logits(enabled: bool = True):
-    """Within the block, bernoulli_loglik_linear_cpu keeps nothing of size (N*C, D) for the backward,
-    which recomputes the logits (one more (N*C, H) x (H, D) GEMM; slower, for memory-bound uses)."""
+    """Within the block, bernoulli_loglik_linear_cpu keeps nothing of size (M, D) for the backward,
+    which recomputes the logits (one more (M, H) x (H, D) GEMM; slower, for memory-bound uses)."""
     global _RECOMPUTE
     previous, _RECOMPUTE = _RECOMPUTE, bool(enabled)
     try:
@@ -470,25 +470,30 @@ def recompute_bernoulli_logits(enabled: bool = True):
         _RECOMPUTE = previous
 
 
-def bernoulli_loglik_linear_cpu(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor) -> Tensor:
-    """ll[n, c] = sum_d x[n, d] l[n, c, d] - softplus(l[n, c, d]) with l = W h[n, c] + b.
+def bernoulli_loglik_linear_cpu(
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_labelled: int = 0
+) -> Tensor:
+    """ll = sum_d x_d l_d - softplus(l_d) for every row of h, l = W h + b.
 
-    h: (N, C, H); weight: (D, H); bias: (D,) or None; x: (N, D), shared by the C rows of example n.
-    Returns (N, C). The logits GEMM is torch's (MKL); the C++ kernel adds the bias and reduces each row.
-    When a gradient is needed, one GEMM writes the logits into the (N*C, D) buffer that the kernel turns
-    in place into s = x - sigmoid(l), kept for the backward (no other (N*C, D) buffer); without autograd,
+    h: (N, C, H) with x (N, D) shared by the C rows of example n -> (N, C); or h (M, H) rows with the
+    first n_labelled examples one row each and the others C rows each, M = n_l + (N - n_l) C, the layout
+    of `bernoulli_loglik_linear_torch` -> (M,). weight: (D, H); bias: (D,) or None.
+    The logits GEMM is torch's (MKL); the C++ kernel adds the bias and reduces each row.
+    When a gradient is needed, one GEMM writes the logits into the (M, D) buffer that the kernel turns
+    in place into s = x - sigmoid(l), kept for the backward (no other (M, D) buffer); without autograd,
     or under `recompute_bernoulli_logits()`, chunks of BERNOULLI_CHUNK_ROWS rows go through one reused
     buffer, so only a chunk of logits ever exists. Row sums in double; exact softplus. Differentiable in
     h, weight, bias and x (x's gradient only when x requires it).
     """
-    check_bernoulli_linear_inputs(h, weight, bias, x)
+    C = check_bernoulli_linear_inputs(h, weight, bias, x, n_labelled)
     _check_tensors("bernoulli_loglik_linear_cpu", {"h": h, "weight": weight, "bias": bias, "x": x})
     _ext.require_ext()
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (h, weight, bias, x)
     )
-    ll, _ = _bernoulli_op(h, weight, bias, x, needs_grad and not _RECOMPUTE)
-    return ll
+    rows = h.reshape(-1, h.shape[-1]) if h.dim() == 3 else h
+    ll, _ = _bernoulli_op(rows, weight, bias, x, n_labelled, C, needs_grad and not _RECOMPUTE)
+    return ll.view(h.shape[0], C) if h.dim() == 3 else ll
 
 
 # ======================================================================================================

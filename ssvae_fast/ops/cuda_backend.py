@@ -10,10 +10,17 @@ synchronize with the host, launch on torch's current stream (`torch.cuda.current
 and take their workspaces from torch's caching allocator. `ops.glue.FusedOp` registers each pair; eager
 calls reach the same implementations without the dispatcher's round trip.
 
+Row layout: M2's labelled examples (one class each) and unlabelled ones (every class) go through the
+network as one batch of rows, labelled first. `class_conditional_activation` given classes (n_l,) for the
+first n_l of N rows returns n_l + (N - n_l) * C rows (row i < n_l: example i, class classes[i]; row
+n_l + j * C + c: example n_l + j, class c), and `bernoulli_loglik_linear`'s 2-D form takes h in that layout
+with n_labelled = n_l and scores each row against its example's x. The kernels map rows to examples
+themselves: nothing of size (rows, H) or (rows, D) is concatenated or repeated.
+
 Devices and dtypes: CUDA tensors, one device per call; float32, float64, bfloat16 or float16, one dtype
 for all float inputs of an op; class indices int64. Inputs are passed with their strides (no copies),
-except that h must be viewable as (N*C, H) and the output gradients of the class-conditional op are made
-contiguous. Every reduction accumulates in float32 (float64 for float64 inputs); outputs have the input
+except that a 3-D h must be viewable as (N*C, H) and the output gradients of the class-conditional op are
+made contiguous. Every reduction accumulates in float32 (float64 for float64 inputs); outputs have the input
 dtype. Under `torch.autocast("cuda")` the public functions cast first, as torch would: the Bernoulli op (a
 GEMM, like the linear layers autocast casts) takes its float32/16-bit inputs in the autocast dtype; the
 elementwise ops promote mixed inputs to the widest dtype (a bf16 activation meeting a float32 weight
@@ -32,7 +39,7 @@ float64 always uses exact float64 FMAs. The environment variable SSVAE_FAST_CUDA
 default. The backward GEMMs of that op run in torch (cuBLAS) and follow torch's own matmul settings
 (`torch.backends.cuda.matmul.allow_tf32`, False by default).
 
-Memory: when a gradient is needed, the Bernoulli forward keeps s = x - sigmoid(l), (N*C, D) in the input
+Memory: when a gradient is needed, the Bernoulli forward keeps s = x - sigmoid(l), (M, D) in the input
 dtype, for the backward (docs/design.md section 2, item 3: "produce dl in forward"); the logits themselves
 never reach device memory.
 """
@@ -47,7 +54,7 @@ from torch import Tensor
 
 from .. import _ext
 from .bernoulli_loglik_linear import bernoulli_linear_vjp_from_s, check_bernoulli_linear_inputs
-from .class_conditional import check_class_conditional_inputs
+from .class_conditional import check_class_conditional_inputs, class_conditional_output_shape
 from .elbo import check_elbo_inputs
 from .gaussian import check_gaussian_inputs
 from .glue import FusedOp, autocast_inputs, elbo_fused_op
@@ -183,18 +190,24 @@ def _ptr(t: Optional[Tensor]) -> int:
 # ======================================================================================================
 # 1. Class-conditional first layer: act(a + w_y[:, c]).
 # ======================================================================================================
+def _n_labelled(classes: Optional[Tensor]) -> int:
+    """Rows of a with a given class: classes (n_l,) labels the first n_l rows; None labels none."""
+    return 0 if classes is None else classes.shape[0]
+
+
 def _class_conditional_forward(a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str) -> Tensor:
+    """(N, C, H) for classes None; (n_l + (N - n_l) * C, H), labelled rows first, for classes (n_l,)."""
     _require_cuda("class_conditional_activation_cuda", a, w_y, classes)
     N, H = a.shape
     C = w_y.shape[1]
-    out = a.new_empty((N, C, H) if classes is None else (N, H))
+    out = a.new_empty(class_conditional_output_shape(a, w_y, classes))
     if out.numel() == 0:
         return out
     ext = _ext_module()
     with torch.cuda.device(a.device):
         ext.class_conditional_forward(
             a_ptr=a.data_ptr(), w_y_ptr=w_y.data_ptr(), classes_ptr=_ptr(classes), out_ptr=out.data_ptr(),
-            N=N, H=H, C=C,
+            N=N, n_l=_n_labelled(classes), H=H, C=C,
             stride_an=a.stride(0), stride_ah=a.stride(1), stride_wh=w_y.stride(0), stride_wc=w_y.stride(1),
             stride_cls=0 if classes is None else classes.stride(0),
             activation=activation, dtype=_DTYPE_NAMES[a.dtype], stream=_stream(a),
@@ -203,14 +216,14 @@ def _class_conditional_forward(a: Tensor, w_y: Tensor, classes: Optional[Tensor]
 
 
 def _class_conditional_fake(a, w_y, classes, activation):
-    N, H = a.shape
-    return a.new_empty((N, w_y.shape[1], H) if classes is None else (N, H))
+    return a.new_empty(class_conditional_output_shape(a, w_y, classes))
 
 
 def _class_conditional_backward_impl(
     grad: Tensor, a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str
 ) -> Tuple[Tensor, Tensor]:
-    """(da (N, H), dw_y (H, C)), both contiguous; see the VJP in csrc/cuda/class_conditional.cu."""
+    """(da (N, H), dw_y (H, C)), both contiguous, from grad in the forward's output layout ((N, C, H), or
+    (n_l + (N - n_l) * C, H) rows for classes (n_l,)); see the VJP in csrc/cuda/class_conditional.cu."""
     _require_cuda("class_conditional_activation_cuda_backward", grad, a, w_y, classes)
     N, H = a.shape
     C = w_y.shape[1]
@@ -228,7 +241,7 @@ def _class_conditional_backward_impl(
         ext.class_conditional_backward(
             grad_ptr=grad.data_ptr(), a_ptr=a.data_ptr(), w_y_ptr=w_y.data_ptr(), classes_ptr=_ptr(classes),
             da_ptr=da.data_ptr(), dw_partial_ptr=dw_partial.data_ptr(), dw_y_ptr=dw_y.data_ptr(),
-            N=N, H=H, C=C,
+            N=N, n_l=_n_labelled(classes), H=H, C=C,
             stride_an=a.stride(0), stride_ah=a.stride(1), stride_wh=w_y.stride(0), stride_wc=w_y.stride(1),
             stride_cls=0 if classes is None else classes.stride(0),
             activation=activation, dtype=_DTYPE_NAMES[a.dtype], stream=_stream(a),
@@ -266,9 +279,12 @@ def class_conditional_activation_cuda(
     """Hidden activations of a first layer acting on [v, onehot(class)], by the CUDA kernels.
 
     a: (N, H) = W_v v + b; w_y: (H, C) class columns (any strides: a column slice of the weight is read in
-    place). classes None -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]); classes (N,) int64 -> (N, H),
-    out[n] = act(a[n] + w_y[:, classes[n]]). activation: "softplus" or "relu". Computes in fp32 (fp64 for
-    fp64 inputs); differentiable in a and w_y (dw_y reduced without atomics: deterministic).
+    place). classes None -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]). classes (n_l,) int64, n_l <= N:
+    the first n_l rows take one class each, the others every class -> (n_l + (N - n_l) * C, H), labelled
+    rows first: out[i] = act(a[i] + w_y[:, classes[i]]) for i < n_l, out[n_l + j * C + c] =
+    act(a[n_l + j] + w_y[:, c]) (n_l = N: (N, H), one class per row). activation: "softplus" or "relu".
+    Computes in fp32 (fp64 for fp64 inputs); differentiable in a and w_y (dw_y reduced without atomics:
+    deterministic).
     """
     check_class_conditional_inputs(a, w_y, classes)
     if activation not in _ACTIVATIONS:
@@ -359,21 +375,23 @@ def gaussian_reparam_kl_cuda(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]
 # 3. Decoder output layer + Bernoulli log-likelihood.
 # ======================================================================================================
 def _bernoulli_forward_launch(
-    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Optional[Tensor], ll: Tensor, precision: str
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Optional[Tensor], ll: Tensor,
+    n_labelled: int, n_classes: int, precision: str,
 ) -> None:
-    """ll (N, C) and, when s is given, s (N*C, D), both contiguous and preallocated; M = N*C > 0."""
-    N, C, H = h.shape
+    """ll (M,) and, when s is given, s (M, D), both contiguous and preallocated; h (M, H) rows in the 2-D
+    layout (n_labelled rows first, then n_classes per remaining example of x), M > 0."""
+    M, H = h.shape
     D = weight.shape[0]
-    M = N * C
     ext = _ext_module()
-    h_rows = h.reshape(M, H)  # a view when the strides allow it (the kernel takes any row/column strides)
     ll_partial = h.new_empty((_cdiv(D, ext.BERNOULLI_BLOCK_D), M), dtype=_compute_dtype(h.dtype))
     with torch.cuda.device(h.device):
         ext.bernoulli_loglik_linear_forward(
-            h_ptr=h_rows.data_ptr(), weight_ptr=weight.data_ptr(), bias_ptr=_ptr(bias), x_ptr=x.data_ptr(),
+            h_ptr=h.data_ptr(), weight_ptr=weight.data_ptr(), bias_ptr=_ptr(bias), x_ptr=x.data_ptr(),
             s_ptr=_ptr(s), ll_partial_ptr=ll_partial.data_ptr(), ll_ptr=ll.data_ptr(),
-            M=M, D=D, H=H, C=C,
-            stride_hm=h_rows.stride(0), stride_hk=h_rows.stride(1),
+            # C = 0 only when M == n_labelled (no enumerated row): the kernel never divides by it then, and
+            # takes max(C, 1) so that its C >= 1 invariant holds for every M > 0.
+            M=M, D=D, H=H, C=max(n_classes, 1), n_l=n_labelled,
+            stride_hm=h.stride(0), stride_hk=h.stride(1),
             stride_wd=weight.stride(0), stride_wk=weight.stride(1),
             stride_b=0 if bias is None else bias.stride(0),
             stride_xn=x.stride(0), stride_xd=x.stride(1),
@@ -383,45 +401,47 @@ def _bernoulli_forward_launch(
 
 
 def _bernoulli_forward(
-    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, store_s: bool, precision: str
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_labelled: int, n_classes: int, store_s: bool,
+    precision: str,
 ) -> Tuple[Tensor, Tensor]:
-    """(ll (N, C), s (N*C, D) = x - sigmoid(l) when store_s, else an empty 1-D tensor)."""
+    """h (M, H) rows in the 2-D layout -> (ll (M,), s (M, D) = x - sigmoid(l) when store_s, else an empty
+    1-D tensor)."""
     _require_cuda("bernoulli_loglik_linear_cuda", h, weight, bias, x)
-    N, C, _ = h.shape
+    M = h.shape[0]
     D = weight.shape[0]
-    ll = h.new_empty((N, C))
-    s = h.new_empty((N * C, D) if store_s else (0,))
-    if N * C > 0:
-        _bernoulli_forward_launch(h, weight, bias, x, s if store_s else None, ll, precision)
+    ll = h.new_empty((M,))
+    s = h.new_empty((M, D) if store_s else (0,))
+    if M > 0:
+        _bernoulli_forward_launch(h, weight, bias, x, s if store_s else None, ll, n_labelled, n_classes, precision)
     return ll, s
 
 
-def _bernoulli_fake(h, weight, bias, x, store_s, precision):
-    N, C, _ = h.shape
-    return h.new_empty((N, C)), h.new_empty((N * C, weight.shape[0]) if store_s else (0,))
+def _bernoulli_fake(h, weight, bias, x, n_labelled, n_classes, store_s, precision):
+    M = h.shape[0]
+    return h.new_empty((M,)), h.new_empty((M, weight.shape[0]) if store_s else (0,))
 
 
 def _bernoulli_backward_impl(
-    grad_ll: Tensor, h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Tensor, precision: str
+    grad_ll: Tensor, h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Tensor, n_labelled: int,
+    n_classes: int, precision: str,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(dh (N, C, H), dW (D, H), db (D,) or empty without bias, dx (N, D)); the VJP of
+    """(dh (M, H), dW (D, H), db (D,) or empty without bias, dx (N, D)); the VJP of
     csrc/cuda/bernoulli_loglik_linear.cu as cuBLAS GEMMs on s. A 1-D s (not stored by the forward) is
     recomputed by the forward kernel first."""
     _require_cuda("bernoulli_loglik_linear_cuda_backward", grad_ll, h, weight, bias, x, s)
-    N, C, H = h.shape
-    D = weight.shape[0]
-    M = N * C
+    M = h.shape[0]
+    N, D = x.shape
     if s.dim() != 2:
         s = h.new_empty((M, D))
         if M > 0:
-            _bernoulli_forward_launch(h, weight, bias, x, s, h.new_empty((N, C)), precision)
-    return bernoulli_linear_vjp_from_s(s, grad_ll.reshape(N, C), h, weight, bias)
+            _bernoulli_forward_launch(h, weight, bias, x, s, h.new_empty((M,)), n_labelled, n_classes, precision)
+    # n_examples = N: with C = 0 the examples past the labelled ones have no rows (their dx is 0).
+    return bernoulli_linear_vjp_from_s(s, grad_ll.reshape(M), h, weight, bias, n_labelled, n_classes, n_examples=N)
 
 
-def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, precision):
-    N, C, H = h.shape
+def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, n_labelled, n_classes, precision):
     return (
-        h.new_empty((N, C, H)),
+        h.new_empty(h.shape),
         weight.new_empty(weight.shape),
         h.new_empty((weight.shape[0],) if bias is not None else (0,)),
         x.new_empty(x.shape),
@@ -429,9 +449,10 @@ def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, precision):
 
 
 def _bernoulli_setup_context(ctx, inputs, output) -> None:
-    h, weight, bias, x, store_s, precision = inputs
+    h, weight, bias, x, n_labelled, n_classes, store_s, precision = inputs
     _, s = output
     ctx.save_for_backward(h, weight, bias, x, s)
+    ctx.layout = (n_labelled, n_classes)
     ctx.precision = precision
     ctx.mark_non_differentiable(s)
     ctx.set_materialize_grads(False)
@@ -439,15 +460,17 @@ def _bernoulli_setup_context(ctx, inputs, output) -> None:
 
 def _bernoulli_vjp(ctx, backward, grad_ll, grad_s):
     if grad_ll is None:
-        return None, None, None, None, None, None
+        return (None,) * 8
     h, weight, bias, x, s = ctx.saved_tensors
-    dh, dweight, dbias, dx = backward(grad_ll, h, weight, bias, x, s, ctx.precision)
+    dh, dweight, dbias, dx = backward(grad_ll, h, weight, bias, x, s, *ctx.layout, ctx.precision)
     needs = ctx.needs_input_grad
     return (
         dh if needs[0] else None,
         dweight if needs[1] else None,
         dbias if bias is not None and needs[2] else None,
         dx if needs[3] else None,
+        None,
+        None,
         None,
         None,
     )
@@ -460,18 +483,20 @@ _bernoulli_op = FusedOp(
 
 
 def bernoulli_loglik_linear_cuda(
-    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, precision: Optional[str] = None
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_labelled: int = 0,
+    precision: Optional[str] = None,
 ) -> Tensor:
-    """ll[n, c] = sum_d x[n, d] l[n, c, d] - softplus(l[n, c, d]) with l = W h[n, c] + b, the logits never
-    written to memory.
+    """ll = sum_d x_d l_d - softplus(l_d) for every row of h, l = W h + b, the logits never written to memory.
 
-    h: (N, C, H); weight: (D, H); bias: (D,) or None; x: (N, D), shared by the C rows of example n.
-    Returns (N, C) in h's dtype. precision: "tf32" (tensor cores) or "ieee" (exact FMAs); None reads
-    `get_precision()`; float64 is always exact. Accumulates in fp32 (fp64 for fp64 inputs). Differentiable
-    in h, weight, bias and x; deterministic. When a gradient is needed the forward keeps
-    s = x - sigmoid(l), (N*C, D), for the backward.
+    3-D form: h (N, C, H), x (N, D) shared by the C rows of example n -> ll (N, C) (n_labelled must be 0).
+    2-D form: h (M, H) rows, M = n_l + (N - n_l) * C with n_l = n_labelled: row i < n_l scores x[i], row
+    n_l + j * C + c scores x[n_l + j] (the layout of `class_conditional_activation_cuda` given n_l classes)
+    -> ll (M,). weight: (D, H); bias: (D,) or None; x: (N, D). Returns h's dtype. precision: "tf32" (tensor
+    cores) or "ieee" (exact FMAs); None reads `get_precision()`; float64 is always exact. Accumulates in fp32
+    (fp64 for fp64 inputs). Differentiable in h, weight, bias and x; deterministic. When a gradient is
+    needed the forward keeps s = x - sigmoid(l), (M, D), for the backward.
     """
-    check_bernoulli_linear_inputs(h, weight, bias, x)
+    n_classes = check_bernoulli_linear_inputs(h, weight, bias, x, n_labelled)
     h, weight, bias, x = autocast_inputs((h, weight, bias, x), matmul=True)
     _check_tensors("bernoulli_loglik_linear_cuda", {"h": h, "weight": weight, "bias": bias, "x": x})
     if precision is None:
@@ -479,7 +504,12 @@ def bernoulli_loglik_linear_cuda(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (h, weight, bias, x))
-    ll, _ = _bernoulli_op(h, weight, bias, x, needs_grad, precision)
+    if h.dim() == 3:  # every class of every example: the 2-D form with n_l = 0
+        N, _, H = h.shape
+        rows = h.reshape(N * n_classes, H)  # a view when the strides allow it (the kernel takes any strides)
+        ll, _ = _bernoulli_op(rows, weight, bias, x, 0, n_classes, needs_grad, precision)
+        return ll.view(N, n_classes)
+    ll, _ = _bernoulli_op(h, weight, bias, x, n_labelled, n_classes, needs_grad, precision)
     return ll
 
 

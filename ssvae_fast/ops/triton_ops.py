@@ -40,7 +40,7 @@ from .bernoulli_loglik_linear import (
     bernoulli_linear_vjp_from_s,
     check_bernoulli_linear_inputs,
 )
-from .class_conditional import check_class_conditional_inputs
+from .class_conditional import check_class_conditional_inputs, class_conditional_output_shape
 from .elbo import check_elbo_inputs
 from .gaussian import check_gaussian_inputs
 from .glue import FusedOp, autocast_inputs, elbo_fused_op
@@ -106,56 +106,60 @@ def _device_guard(t: Tensor):
 # 1. Class-conditional first layer: act(a + w_y[:, c]).
 # ======================================================================================================
 def _class_conditional_forward(a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str) -> Tensor:
+    """(N, C, H) for classes None; (n_l + (N - n_l) * C, H) rows, labelled first, for classes (n_l,).
+    One launch: the every-class form is the prefix form with n_l = 0 (same memory layout)."""
     N, H = a.shape
     C = w_y.shape[1]
-    broadcast = classes is None
-    out = a.new_empty((N, C, H) if broadcast else (N, H))
+    n_l = 0 if classes is None else classes.shape[0]
+    out = a.new_empty(class_conditional_output_shape(a, w_y, classes))
     if out.numel() == 0:
         return out
     block_n, block_h = _cc.block_sizes(N, H)
-    grid = (triton.cdiv(N, block_n), triton.cdiv(H, block_h))
+    n_lab_blocks = triton.cdiv(n_l, block_n)
+    grid = (n_lab_blocks + triton.cdiv(N - n_l, block_n), triton.cdiv(H, block_h))
     with _device_guard(a):
         _cc._class_conditional_fwd_kernel[grid](
-            a, w_y, a if broadcast else classes, out,
-            N, H, C,
-            a.stride(0), a.stride(1), w_y.stride(0), w_y.stride(1), 0 if broadcast else classes.stride(0),
-            BROADCAST=broadcast, ACTIVATION=_cc.ACTIVATIONS[activation], IS_FP64=_is_fp64(a),
+            a, w_y, a if classes is None else classes, out,
+            N, n_l, H, C, n_lab_blocks,
+            a.stride(0), a.stride(1), w_y.stride(0), w_y.stride(1), 0 if classes is None else classes.stride(0),
+            HAS_LABELLED=n_l > 0, ACTIVATION=_cc.ACTIVATIONS[activation], IS_FP64=_is_fp64(a),
             BLOCK_N=block_n, BLOCK_H=block_h,
         )
     return out
 
 
 def _class_conditional_fake(a, w_y, classes, activation):
-    N, H = a.shape
-    return a.new_empty((N, w_y.shape[1], H) if classes is None else (N, H))
+    return a.new_empty(class_conditional_output_shape(a, w_y, classes))
 
 
 def _class_conditional_backward_impl(
     grad: Tensor, a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str
 ) -> Tuple[Tensor, Tensor]:
-    """(da (N, H), dw_y (H, C)), both contiguous."""
+    """(da (N, H), dw_y (H, C)), both contiguous. grad: shaped like the forward's output, any strides."""
     N, H = a.shape
     C = w_y.shape[1]
-    broadcast = classes is None
+    n_l = 0 if classes is None else classes.shape[0]
     da = torch.empty_like(a, memory_format=torch.contiguous_format)
     block_n, block_h = _cc.block_sizes(N, H)
-    n_blocks = triton.cdiv(N, block_n)
+    n_lab_blocks = triton.cdiv(n_l, block_n)
+    n_blocks = n_lab_blocks + triton.cdiv(N - n_l, block_n)
     dw_part = a.new_empty((n_blocks, C, H), dtype=_compute_dtype(a))
     if N > 0 and H > 0:
-        if broadcast:
-            stride_gn, stride_gc, stride_gh = grad.stride()
-        else:
-            (stride_gn, stride_gh), stride_gc = grad.stride(), 0
+        if classes is None:  # (N, C, H)
+            stride_gl, (stride_gn, stride_gc, stride_gh) = 0, grad.stride()
+        else:  # (n_l + (N - n_l) C, H) rows: unlabelled example j's class c at row n_l + j C + c
+            stride_gl, stride_gh = grad.stride()
+            stride_gn, stride_gc = C * stride_gl, stride_gl
         with _device_guard(a):
             _cc._class_conditional_bwd_kernel[(n_blocks, triton.cdiv(H, block_h))](
-                grad, a, w_y, a if broadcast else classes, da, dw_part,
-                N, H, C,
-                stride_gn, stride_gc, stride_gh, a.stride(0), a.stride(1), w_y.stride(0), w_y.stride(1),
-                0 if broadcast else classes.stride(0),
-                BROADCAST=broadcast, ACTIVATION=_cc.ACTIVATIONS[activation], IS_FP64=_is_fp64(a),
+                grad, a, w_y, a if classes is None else classes, da, dw_part,
+                N, n_l, H, C, n_lab_blocks,
+                n_l * stride_gl, stride_gl, stride_gn, stride_gc, stride_gh,
+                a.stride(0), a.stride(1), w_y.stride(0), w_y.stride(1), 0 if classes is None else classes.stride(0),
+                HAS_LABELLED=n_l > 0, ACTIVATION=_cc.ACTIVATIONS[activation], IS_FP64=_is_fp64(a),
                 BLOCK_N=block_n, BLOCK_H=block_h,
             )
-    # Second pass of the dw_y reduction: a fixed-order sum over row blocks (zeros when N == 0).
+    # Second pass of the dw_y reduction: a fixed-order sum over example blocks (zeros when N == 0).
     dw_y = dw_part.sum(0).t().contiguous().to(a.dtype)
     return da, dw_y
 
@@ -194,9 +198,12 @@ def class_conditional_activation_triton(
     """Hidden activations of a first layer acting on [v, onehot(class)], by the Triton kernels.
 
     a: (N, H) = W_v v + b; w_y: (H, C) class columns (any strides: a column slice of the weight is read in
-    place). classes None -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]); classes (N,) int64 -> (N, H),
-    out[n] = act(a[n] + w_y[:, classes[n]]). activation: "softplus" or "relu". Computes in fp32 (fp64 for
-    fp64 inputs); differentiable in a and w_y (dw_y reduced without atomics: deterministic).
+    place). classes None -> (N, C, H), out[n, c] = act(a[n] + w_y[:, c]). classes (n_l,) int64, n_l <= N:
+    the first n_l rows are labelled (one class each), the rest take every class -> (n_l + (N - n_l) * C, H),
+    out[i] = act(a[i] + w_y[:, classes[i]]) for i < n_l, out[n_l + j * C + c] = act(a[n_l + j] + w_y[:, c])
+    (n_l = N: one class per row). One kernel launch for both kinds of rows, forward and backward.
+    activation: "softplus" or "relu". Computes in fp32 (fp64 for fp64 inputs); differentiable in a and w_y
+    (dw_y reduced without atomics: deterministic).
     """
     check_class_conditional_inputs(a, w_y, classes)
     if activation not in _cc.ACTIVATIONS:
@@ -282,53 +289,46 @@ def gaussian_reparam_kl_triton(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tenso
 # ======================================================================================================
 # 3. Decoder output layer + Bernoulli log-likelihood.
 # ======================================================================================================
-def _as_rows(h: Tensor) -> Tensor:
-    """(N, C, H) -> (N*C, H), a view when the strides allow it (the kernels take any row/column strides)."""
-    return h.reshape(h.shape[0] * h.shape[1], h.shape[2])
-
-
 def _bernoulli_forward(
-    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, store_s: bool
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_labelled: int, n_classes: int, store_s: bool
 ) -> Tuple[Tensor, Tensor]:
-    """(ll (N, C), s (N*C, D) = x - sigmoid(l) when store_s, else an empty tensor)."""
-    N, C, H = h.shape
+    """(ll (M,), s (M, D) = x - sigmoid(l) when store_s, else an empty tensor) for h (M, H) rows in the
+    2-D layout: n_labelled rows first (row i scores x[i]), then n_classes rows per remaining example."""
+    M, H = h.shape
     D = weight.shape[0]
-    M = N * C
     s = h.new_empty((M, D) if store_s else (0,))
     n_slots = triton.cdiv(D, _bll.BLOCK_D)
     ll_part = h.new_empty((n_slots, M), dtype=_compute_dtype(h))
     if M > 0 and D > 0:
-        h_rows = _as_rows(h)
         precision = "ieee" if h.dtype == torch.float64 else _settings.get_input_precision()
         grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(D, meta["BLOCK_D"]))  # noqa: E731
         with _device_guard(h):
             _bll._bernoulli_loglik_linear_fwd_kernel[grid](
-                h_rows, weight, weight if bias is None else bias, x, s if store_s else ll_part, ll_part,
-                M, D, H, C,
-                h_rows.stride(0), h_rows.stride(1), weight.stride(0), weight.stride(1),
+                h, weight, weight if bias is None else bias, x, s if store_s else ll_part, ll_part,
+                M, D, H, n_labelled, max(n_classes, 1),  # C = 0 only without enumerated rows: never divide by 0
+                h.stride(0), h.stride(1), weight.stride(0), weight.stride(1),
                 0 if bias is None else bias.stride(0), x.stride(0), x.stride(1), D,
                 HAS_BIAS=bias is not None, STORE_S=store_s, IS_FP64=_is_fp64(h), INPUT_PRECISION=precision,
                 BLOCK_D=_bll.BLOCK_D,
             )
     # Second pass of the row sums over D tiles: fixed order, deterministic (0 when D == 0).
-    ll = ll_part.sum(0).view(N, C).to(h.dtype)
+    ll = ll_part.sum(0).to(h.dtype)
     return ll, s
 
 
-def _bernoulli_fake(h, weight, bias, x, store_s):
-    N, C, _ = h.shape
-    return h.new_empty((N, C)), h.new_empty((N * C, weight.shape[0]) if store_s else (0,))
+def _bernoulli_fake(h, weight, bias, x, n_labelled, n_classes, store_s):
+    M = h.shape[0]
+    return h.new_empty((M,)), h.new_empty((M, weight.shape[0]) if store_s else (0,))
 
 
 def _bernoulli_backward_impl(
-    grad_ll: Tensor, h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Tensor, recompute: bool
+    grad_ll: Tensor, h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Tensor,
+    n_labelled: int, n_classes: int, recompute: bool,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(dh (N, C, H), dW (D, H), db (D,) or empty without bias, dx (N, D)); see the VJP in
+    """(dh (M, H), dW (D, H), db (D,) or empty without bias, dx (N, D)); see the VJP in
     ssvae_fast/triton/bernoulli_loglik_linear.py. recompute: s is empty and the kernel recomputes l."""
-    N, C, H = h.shape
+    M, H = h.shape
     D = weight.shape[0]
-    M = N * C
-    h_rows = _as_rows(h)
     g = grad_ll.reshape(M)
     if recompute:
         # dl = g * (x - sigmoid(l)), recomputed tile by tile; then plain GEMMs.
@@ -338,25 +338,24 @@ def _bernoulli_backward_impl(
             grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(D, meta["BLOCK_D"]))  # noqa: E731
             with _device_guard(h):
                 _bll._bernoulli_loglik_linear_bwd_kernel[grid](
-                    h_rows, weight, weight if bias is None else bias, x, g, dl,
-                    M, D, H, C,
-                    h_rows.stride(0), h_rows.stride(1), weight.stride(0), weight.stride(1),
+                    h, weight, weight if bias is None else bias, x, g, dl,
+                    M, D, H, n_labelled, max(n_classes, 1),
+                    h.stride(0), h.stride(1), weight.stride(0), weight.stride(1),
                     0 if bias is None else bias.stride(0), x.stride(0), x.stride(1), g.stride(0), D,
                     HAS_BIAS=bias is not None, IS_FP64=_is_fp64(h), INPUT_PRECISION=precision,
                     BLOCK_D=_bll.BLOCK_D,
                 )
         dh = dl @ weight
-        dweight = dl.t() @ h_rows
+        dweight = dl.t() @ h
         dbias = dl.sum(0) if bias is not None else h.new_empty((0,))
-        return dh.view(N, C, H), dweight, dbias, bernoulli_linear_dx(grad_ll.reshape(N, C), h, weight, bias)
+        return dh, dweight, dbias, bernoulli_linear_dx(g, h, weight, bias, n_labelled, n_classes, x.shape[0])
     # s = x - sigmoid(l) from the forward.
-    return bernoulli_linear_vjp_from_s(s, grad_ll.reshape(N, C), h, weight, bias)
+    return bernoulli_linear_vjp_from_s(s, g, h, weight, bias, n_labelled, n_classes, x.shape[0])
 
 
-def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, recompute):
-    N, C, H = h.shape
+def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, n_labelled, n_classes, recompute):
     return (
-        h.new_empty((N, C, H)),
+        h.new_empty(h.shape),
         weight.new_empty(weight.shape),
         h.new_empty((weight.shape[0],) if bias is not None else (0,)),
         x.new_empty(x.shape),
@@ -364,9 +363,10 @@ def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, recompute):
 
 
 def _bernoulli_setup_context(ctx, inputs, output) -> None:
-    h, weight, bias, x, store_s = inputs
+    h, weight, bias, x, n_labelled, n_classes, store_s = inputs
     _, s = output
     ctx.save_for_backward(h, weight, bias, x, s)
+    ctx.layout = (n_labelled, n_classes)
     ctx.recompute = not store_s
     ctx.mark_non_differentiable(s)
     ctx.set_materialize_grads(False)
@@ -374,15 +374,17 @@ def _bernoulli_setup_context(ctx, inputs, output) -> None:
 
 def _bernoulli_vjp(ctx, backward, grad_ll, grad_s):
     if grad_ll is None:
-        return None, None, None, None, None
+        return None, None, None, None, None, None, None
     h, weight, bias, x, s = ctx.saved_tensors
-    dh, dweight, dbias, dx = backward(grad_ll, h, weight, bias, x, s, ctx.recompute)
+    dh, dweight, dbias, dx = backward(grad_ll, h, weight, bias, x, s, *ctx.layout, ctx.recompute)
     needs = ctx.needs_input_grad
     return (
         dh if needs[0] else None,
         dweight if needs[1] else None,
         dbias if bias is not None and needs[2] else None,
         dx if needs[3] else None,
+        None,
+        None,
         None,
     )
 
@@ -393,25 +395,35 @@ _bernoulli_op = FusedOp(
 )
 
 
-def bernoulli_loglik_linear_triton(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor) -> Tensor:
-    """ll[n, c] = sum_d x[n, d] l[n, c, d] - softplus(l[n, c, d]) with l = W h[n, c] + b, the logits never
-    written to memory.
+def bernoulli_loglik_linear_triton(
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_labelled: int = 0
+) -> Tensor:
+    """ll = sum_d x_d l_d - softplus(l_d) for every row of h, l = W h + b, the logits never written to memory.
 
-    h: (N, C, H); weight: (D, H); bias: (D,) or None; x: (N, D), shared by the C rows of example n.
-    Returns (N, C) in h's dtype. Accumulates in fp32 (fp64 for fp64 inputs); fp32 products use the
+    3-D form: h (N, C, H), x (N, D) shared by the C rows of example n -> ll (N, C) (n_labelled must be 0).
+    2-D form: h (M, H) rows, M = n_l + (N - n_l) * C with n_l = n_labelled: row i < n_l scores x[i], row
+    n_l + j * C + c scores x[n_l + j] (the layout of `class_conditional_activation` given n_l classes)
+    -> ll (M,). weight: (D, H); bias: (D,) or None; any strides. The kernels work on rows: the 3-D form is
+    its rows with n_l = 0 (h reshaped: a view when the strides allow it).
+    Returns ll in h's dtype. Accumulates in fp32 (fp64 for fp64 inputs); fp32 products use the
     `input_precision` setting (TF32 by default on a GPU; `ssvae_fast.triton.set_input_precision`).
     Differentiable in h, weight, bias and x; deterministic (no atomics). When a gradient is needed the
-    forward keeps s = x - sigmoid(l), (N*C, D), for the backward unless
+    forward keeps s = x - sigmoid(l), (M, D), for the backward unless
     `ssvae_fast.triton.set_bernoulli_recompute(True)` (then the backward recomputes the logits).
     """
-    check_bernoulli_linear_inputs(h, weight, bias, x)
+    n_classes = check_bernoulli_linear_inputs(h, weight, bias, x, n_labelled)
     h, weight, bias, x = autocast_inputs((h, weight, bias, x), matmul=True, device_type=h.device.type)
     _check_tensors("bernoulli_loglik_linear_triton", {"h": h, "weight": weight, "bias": bias, "x": x})
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (h, weight, bias, x)
     )
     store_s = needs_grad and not _settings.get_bernoulli_recompute()
-    ll, _ = _bernoulli_op(h, weight, bias, x, store_s)
+    if h.dim() == 3:
+        N = h.shape[0]
+        rows = h.reshape(N * n_classes, h.shape[2])
+        ll, _ = _bernoulli_op(rows, weight, bias, x, 0, n_classes, store_s)
+        return ll.view(N, n_classes)
+    ll, _ = _bernoulli_op(h, weight, bias, x, n_labelled, n_classes, store_s)
     return ll
 
 

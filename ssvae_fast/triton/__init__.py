@@ -1,7 +1,7 @@
 """Triton kernels of the `triton` backend (docs/design.md section 2), one file per fused op.
 
     bernoulli_loglik_linear.py  decoder output layer + Bernoulli log-likelihood (the logits never hit memory)
-    class_conditional.py        act(a + W_y[:, c]) for every class, or the class of each row
+    class_conditional.py        act(a + W_y[:, c]) for every class, or labelled rows (one class) then every class
     gaussian.py                 z = mu + exp(logvar / 2) * eps and KL(q || N(0, I))
     elbo.py                     log-softmax, entropy, q-weighted class sum, labelled terms and their VJP
 
@@ -20,7 +20,7 @@ Settings (module level, read at every launch, so they also apply inside torch.co
         environment variable SSVAE_FAST_TRITON_INPUT_PRECISION overrides the default. The equivalence
         tests use "ieee". float64 inputs always use "ieee"; bf16/fp16 inputs ignore it.
     set_bernoulli_recompute(False | True)
-        False (default): the Bernoulli forward stores s = x - sigmoid(l), (N*C, D) in the input dtype,
+        False (default): the Bernoulli forward stores s = x - sigmoid(l) (rows x D) in the input dtype,
         and the backward is GEMMs on s. True: nothing is stored; the backward kernel recomputes the
         logits (flash-style: less memory between forward and backward, one more GEMM). The environment
         variable SSVAE_FAST_TRITON_BERNOULLI_RECOMPUTE=1 sets the default. Both are deterministic.

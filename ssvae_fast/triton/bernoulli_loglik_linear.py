@@ -1,7 +1,16 @@
-"""Fused decoder output layer + Bernoulli log-likelihood: the (N*C, D) logits never reach memory.
+"""Fused decoder output layer + Bernoulli log-likelihood: the (M, D) logits never reach memory.
 
-    l[m, :] = W h[m] + b                                  h (M, H) = (N*C, H) rows, W (D, H), b (D,)
-    ll[m]   = sum_d x[n, d] * l[m, d] - softplus(l[m, d])   x (N, D) shared by the C rows m = n*C + c
+    l[m, :] = W h[m] + b                                   h (M, H) rows, W (D, H), b (D,)
+    ll[m]   = sum_d x[e(m), d] * l[m, d] - softplus(l[m, d])  x (N, D), e(m) the example of row m
+
+Row layout (the 2-D form of `bernoulli_loglik_linear`): n_l labelled examples first, one row each, then
+C rows per remaining example, M = n_l + (N - n_l) C:
+
+    e(m) = m                          m < n_l
+    e(m) = n_l + (m - n_l) // C       m >= n_l
+
+(the 3-D form h (N, C, H) is its rows with n_l = 0: e(m) = m // C). The launcher passes max(C, 1): C is
+0 only when there are no enumerated rows (M = n_l), and the kernels never divide by 0.
 
 What is fused: the GEMM h @ W^T, the bias, the Bernoulli terms and their row sum, and (default
 variant) the backward's per-logit factor s = x - sigmoid(l), all in the GEMM's epilogue.
@@ -20,9 +29,9 @@ H = 500, fp32: one (M, D) tensor is 3.1 MB; counted from the code, not yet measu
 
 Tiling: one program per (BLOCK_M rows) x (BLOCK_D = 64 output pixels) tile; it loops over H in
 BLOCK_K chunks with `tl.dot` (fp32 or fp64 accumulation), then in the epilogue adds b, gathers
-x[m // C] (the C rows of an example share it: L1/L2 hits), computes the terms and writes one partial
-row sum per (tile, row) to ll_part[pid_d, m]. The launcher sums the D / 64 partials in a fixed order
-(deterministic; no atomics). Offsets are int64: M * D passes 2**31 at M = 2.7M rows of MNIST.
+x[e(m)] (the C rows of an unlabelled example share it: L1/L2 hits), computes the terms and writes one
+partial row sum per (tile, row) to ll_part[pid_d, m]. The launcher sums the D / 64 partials in a fixed
+order (deterministic; no atomics). Offsets are int64: M * D passes 2**31 at M = 2.7M rows of MNIST.
 
 Numerics: softplus(l) = max(l, 0) + log1p(exp(-|l|)), sigmoid from the same exp(-|l|): finite for any
 finite l (|l| = 1e4 included). fp32 `tl.dot` uses the module setting `input_precision` ("tf32" by default
@@ -111,19 +120,26 @@ def _logits_tile(
     return acc
 
 
+@triton.jit
+def _example_of_rows(rows64, n_l, n_classes):
+    """e(m): m for the n_l labelled rows, n_l + (m - n_l) // C for the enumerated rows after them."""
+    return tl.where(rows64 < n_l, rows64, n_l + tl.maximum(rows64 - n_l, 0) // n_classes)
+
+
 @triton.autotune(configs=gemm_configs(), key=["M", "D", "H"])
 @triton.jit
 def _bernoulli_loglik_linear_fwd_kernel(
-    h_ptr,  # (M, H) decoder hidden rows, M = N * C, row m = n * C + c
+    h_ptr,  # (M, H) decoder hidden rows, M = n_l + (N - n_l) C, labelled rows first
     w_ptr,  # (D, H) output weight
     b_ptr,  # (D,) output bias (unused when HAS_BIAS is False)
-    x_ptr,  # (N, D) targets, shared by the C rows of each example
+    x_ptr,  # (N, D) targets, row e(m) scored by row m (shared by the C rows of an unlabelled example)
     s_ptr,  # (M, D) out, contiguous rows: s = x - sigmoid(l) (written only when STORE_S)
     ll_part_ptr,  # (cdiv(D, BLOCK_D), M) out, contiguous: partial sums over one D tile
-    M,  # rows of h (N * C)
+    M,  # rows of h
     D,  # pixels
     H,  # hidden units
-    n_classes,  # C: row m scores example m // C
+    n_l,  # labelled rows (one per example) before the enumerated ones
+    n_classes,  # C >= 1: rows per unlabelled example
     stride_hm,  # elements between rows of h
     stride_hk,  # elements between hidden units of h
     stride_wd,  # elements between rows of W
@@ -153,7 +169,7 @@ def _bernoulli_loglik_linear_fwd_kernel(
         stride_hm, stride_hk, stride_wd, stride_wk, stride_b,
         HAS_BIAS, IS_FP64, INPUT_PRECISION, BLOCK_M, BLOCK_D, BLOCK_K,
     )
-    examples = rows64 // n_classes
+    examples = _example_of_rows(rows64, n_l, n_classes)
     x = tl.load(x_ptr + examples[:, None] * stride_xn + cols64[None, :] * stride_xd, mask=mask, other=0.0)
     x = to_compute(x, IS_FP64)
     softplus, sigmoid = softplus_and_sigmoid(logits)
@@ -164,14 +180,14 @@ def _bernoulli_loglik_linear_fwd_kernel(
         tl.store(s_ptr + rows64[:, None] * stride_sm + cols64[None, :], s.to(s_ptr.dtype.element_ty), mask=mask)
 
 
-# Backward (VJP). With g[m] = dLoss/dll[m] (g = grad_ll reshaped to (M,)) and s[m, d] = x[n, d] -
+# Backward (VJP). With g[m] = dLoss/dll[m] (g = grad_ll as (M,)) and s[m, d] = x[e(m), d] -
 # sigmoid(l[m, d]):
-#     dll[m]/dl[m, d] = x[n, d] - sigmoid(l[m, d]) = s[m, d]   ->   dl[m, d] = g[m] * s[m, d]
+#     dll[m]/dl[m, d] = x[e(m), d] - sigmoid(l[m, d]) = s[m, d]   ->   dl[m, d] = g[m] * s[m, d]
 #     dh[m, :] = sum_d dl[m, d] W[d, :]          = g[m] * (s @ W)[m, :]       (row scaling commutes)
 #     dW       = sum_m dl[m, :]^T h[m, :]        = s^T @ (g[:, None] * h)
 #     db       = sum_m dl[m, :]                  = s^T @ g
-#     dx[n, :] = sum_c g[n*C + c] * l[n*C + c, :]  (since dll[m]/dx[n, d] = l[m, d])
-#              = W @ (sum_c g[n, c] h[n, c]) + b * sum_c g[n, c]     (no logits needed)
+#     dx[n, :] = sum_{m : e(m) = n} g[m] * l[m, :]  (since dll[m]/dx[n, d] = l[m, d])
+#              = W @ (sum_{e(m) = n} g[m] h[m]) + b * sum_{e(m) = n} g[m]     (no logits needed)
 # Default variant: s comes from the forward and the four lines above are torch GEMMs/sums (cuBLAS,
 # deterministic; the (M, D) factor is scaled through the (M, H) side, never elementwise over (M, D)).
 # Recompute variant: `_bernoulli_loglik_linear_bwd_kernel` recomputes l tile by tile and writes
@@ -188,7 +204,8 @@ def _bernoulli_loglik_linear_bwd_kernel(
     M,  # rows of h
     D,  # pixels
     H,  # hidden units
-    n_classes,  # C
+    n_l,  # labelled rows (one per example) before the enumerated ones
+    n_classes,  # C >= 1: rows per unlabelled example
     stride_hm,  # elements between rows of h
     stride_hk,  # elements between hidden units of h
     stride_wd,  # elements between rows of W
@@ -218,7 +235,7 @@ def _bernoulli_loglik_linear_bwd_kernel(
         stride_hm, stride_hk, stride_wd, stride_wk, stride_b,
         HAS_BIAS, IS_FP64, INPUT_PRECISION, BLOCK_M, BLOCK_D, BLOCK_K,
     )
-    examples = rows64 // n_classes
+    examples = _example_of_rows(rows64, n_l, n_classes)
     x = tl.load(x_ptr + examples[:, None] * stride_xn + cols64[None, :] * stride_xd, mask=mask, other=0.0)
     x = to_compute(x, IS_FP64)
     g = to_compute(tl.load(g_ptr + rows64 * stride_g, mask=row_mask, other=0.0), IS_FP64)

@@ -1,24 +1,32 @@
 """Class-conditional first layer: out = act(a[n] + w_y[:, c]) without repeated inputs or one-hot vectors.
 
-    broadcast (classes None): out (N, C, H),  out[n, c] = act(a[n] + w_y[:, c])   every class per row
-    indexed   (classes (N,)): out (N, H),     out[n]    = act(a[n] + w_y[:, classes[n]])
+    every class (classes None):            out (N, C, H)             out[n, c] = act(a[n] + w_y[:, c])
+    labelled prefix (classes (n_l,), n_l <= N): out (n_l + (N - n_l) C, H), rows in this order:
+        out[i]               = act(a[i] + w_y[:, classes[i]])      i < n_l       (labelled: one class)
+        out[n_l + j C + c]   = act(a[n_l + j] + w_y[:, c])         j < N - n_l   (unlabelled: every class)
 
-a = W_v v + b (N, H) is computed once per row by the caller; w_y (H, C) are the class columns of the
+The every-class form has the memory layout of the prefix form with n_l = 0 ((N, C, H) contiguous is
+(N C, H) rows), so one kernel computes both; n_l = N is one class per row.
+
+a = W_v v + b (N, H) is computed once per example by the caller; w_y (H, C) are the class columns of the
 layer's weight (any strides: the caller passes a column slice of the weight, read in place).
 
 What is fused: the broadcast add (or the class gather) and the activation, forward; the activation's
-derivative, the reduction of da over the C classes, and per-row-block partial sums of dw_y, backward.
-Memory traffic (encoder, N = 100 examples, C = 10, H = 500, fp32; arithmetic, not measured): plain
-torch materializes the (N, C, H) pre-activation (2 MB) and keeps it for backward, reads it again for
-softplus, and its backward writes the (N, C, H) gradient of the pre-activation before reducing it over C
-and N. Here the forward reads a (0.2 MB) once and writes only the output (2 MB); nothing but the inputs
-is kept for backward (the pre-activation is recomputed: one add); the backward reads the output gradient
-once and writes da (0.2 MB) and (N / BLOCK_N) x C x H fp32 partials (0.04 MB at BLOCK_N = 64).
+derivative, the reduction of da over an unlabelled example's C rows, and per-block partial sums of dw_y,
+backward. Memory traffic (encoder, N = 100 examples, C = 10, H = 500, fp32; arithmetic, not measured):
+plain torch materializes the (N, C, H) pre-activation (2 MB) and keeps it for backward, reads it again
+for softplus, and its backward writes the (N, C, H) gradient of the pre-activation before reducing it
+over C and N. Here the forward reads a (0.2 MB) once and writes only the output (2 MB); nothing but the
+inputs is kept for backward (the pre-activation is recomputed: one add); the backward reads the output
+gradient once and writes da (0.2 MB) and (blocks) x C x H fp32 partials (0.04 MB at BLOCK_N = 64).
 
-Tiling: one program per (BLOCK_N rows) x (BLOCK_H hidden units); the broadcast form loops over the C
-classes inside the program (a is loaded once, each w_y column once per tile). dw_y is reduced without
-atomics: program (i, j) writes dw_part[i, c, j-tile] and the launcher sums dw_part over i (fixed order,
-deterministic). Offsets are int64 (N * C * H passes 2**31 at realistic sizes).
+Tiling: one program per (BLOCK_N examples) x (BLOCK_H hidden units), one launch for both kinds of
+examples. The example blocks are split at n_l: the first cdiv(n_l, BLOCK_N) blocks hold labelled examples
+only (program: gather each row's class column), the others unlabelled examples only (program: loop over
+the C classes; a is loaded once, each w_y column once per tile), so every program takes one branch and
+an unlabelled example's C rows are all in one program: da needs no cross-program reduction. dw_y is
+reduced without atomics: program (i, j) writes dw_part[i, c, j-tile] and the launcher sums dw_part over i
+(fixed order, deterministic). Offsets are int64 (N * C * H passes 2**31 at realistic sizes).
 
 Numerics: compute in fp32 (fp64 for fp64 inputs); softplus(p) = max(p, 0) + log1p(exp(-|p|)),
 softplus'(p) = sigmoid(p), relu'(p) = [p > 0] (torch's convention at 0).
@@ -34,8 +42,8 @@ ACTIVATIONS = {"softplus": SOFTPLUS, "relu": RELU}
 
 
 def block_sizes(n_rows: int, hidden: int) -> tuple[int, int]:
-    """(BLOCK_N, BLOCK_H). Fixed per shape (the number of row blocks sizes the dw_y partials, allocated
-    before launch). Small under the interpreter so that tiny test shapes span several tiles."""
+    """(BLOCK_N examples, BLOCK_H). Fixed per shape (the number of example blocks sizes the dw_y partials,
+    allocated before launch). Small under the interpreter so that tiny test shapes span several tiles."""
     if interpreting():
         return 8, 16
     return 64, min(128, max(16, triton.next_power_of_2(hidden)))
@@ -61,21 +69,67 @@ def _activation_vjp(pre, grad, ACTIVATION: tl.constexpr):
     return out
 
 
+# Each kernel's two kinds of program are separate jit functions called from the two branches of one
+# runtime `if`: no value flows out of either branch (compiled Triton wants names bound in both branches
+# to have one type and shape; the two paths' tiles differ).
+@triton.jit
+def _fwd_labelled(
+    a_ptr, w_ptr, classes_ptr, out_ptr, pid_n, cols64, col_mask, n_l, H,
+    stride_an, stride_ah, stride_wh, stride_wc, stride_cls,
+    ACTIVATION: tl.constexpr, IS_FP64: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Labelled examples i of block pid_n: one output row each, row i, class classes[i]."""
+    rows64 = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    row_mask = rows64 < n_l
+    mask = row_mask[:, None] & col_mask[None, :]
+    a = tl.load(a_ptr + rows64[:, None] * stride_an + cols64[None, :] * stride_ah, mask=mask, other=0.0)
+    cls = tl.load(classes_ptr + rows64 * stride_cls, mask=row_mask, other=0)
+    w = tl.load(w_ptr + cols64[None, :] * stride_wh + cls[:, None] * stride_wc, mask=mask, other=0.0)
+    out = _activate(to_compute(a, IS_FP64) + to_compute(w, IS_FP64), ACTIVATION)
+    tl.store(out_ptr + rows64[:, None] * H + cols64[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fwd_unlabelled(
+    a_ptr, w_ptr, out_ptr, block, cols64, col_mask, N, n_l, H, n_classes,
+    stride_an, stride_ah, stride_wh, stride_wc,
+    ACTIVATION: tl.constexpr, IS_FP64: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Unlabelled examples n_l + j of block `block` (counted from the first unlabelled block): C output
+    rows each, rows n_l + j C + c."""
+    js64 = (block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    row_mask = js64 < N - n_l
+    mask = row_mask[:, None] & col_mask[None, :]
+    a = tl.load(a_ptr + (n_l + js64)[:, None] * stride_an + cols64[None, :] * stride_ah, mask=mask, other=0.0)
+    a = to_compute(a, IS_FP64)
+    # Pointers advance by one class per iteration (pointer increments: no int32 products).
+    out_ptrs = out_ptr + (n_l + js64 * n_classes)[:, None] * H + cols64[None, :]  # out[n_l + j C + c, h]
+    w_ptrs = w_ptr + cols64 * stride_wh  # w_y[h, c]
+    for _ in range(0, n_classes):
+        w = tl.load(w_ptrs, mask=col_mask, other=0.0)
+        out = _activate(a + to_compute(w, IS_FP64)[None, :], ACTIVATION)
+        tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
+        out_ptrs += H
+        w_ptrs += stride_wc
+
+
 @triton.jit
 def _class_conditional_fwd_kernel(
     a_ptr,  # (N, H) input part W_v v + b
     w_ptr,  # (H, C) class columns, any strides
-    classes_ptr,  # (N,) int64 class of each row (indexed form only)
-    out_ptr,  # out, contiguous: (N, C, H) broadcast form, (N, H) indexed form
-    N,  # rows of a
+    classes_ptr,  # (n_l,) int64 classes of the labelled examples (read only when n_l > 0)
+    out_ptr,  # (n_l + (N - n_l) C, H) out, contiguous rows ((N, C, H) when n_l = 0)
+    N,  # examples (rows of a)
+    n_l,  # labelled examples, the first n_l rows of a
     H,  # hidden units
     n_classes,  # C
+    n_lab_blocks,  # cdiv(n_l, BLOCK_N): program rows below it hold labelled examples
     stride_an,  # elements between rows of a
     stride_ah,  # elements between hidden units of a
     stride_wh,  # elements between rows (hidden units) of w_y
     stride_wc,  # elements between columns (classes) of w_y
     stride_cls,  # elements between entries of classes
-    BROADCAST: tl.constexpr,  # True: every class for every row; False: classes[n] for row n
+    HAS_LABELLED: tl.constexpr,  # n_l > 0 (False: classes_ptr is a placeholder, that path is not compiled)
     ACTIVATION: tl.constexpr,  # 0 softplus, 1 relu
     IS_FP64: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -83,58 +137,107 @@ def _class_conditional_fwd_kernel(
 ):
     pid_n = tl.program_id(0)
     pid_h = tl.program_id(1)
-    rows64 = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     cols64 = (pid_h * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int64)
-    row_mask = rows64 < N
     col_mask = cols64 < H
+    if pid_n < n_lab_blocks:
+        if HAS_LABELLED:  # static: never compiled with a placeholder classes pointer
+            _fwd_labelled(
+                a_ptr, w_ptr, classes_ptr, out_ptr, pid_n, cols64, col_mask, n_l, H,
+                stride_an, stride_ah, stride_wh, stride_wc, stride_cls, ACTIVATION, IS_FP64, BLOCK_N,
+            )
+    else:
+        _fwd_unlabelled(
+            a_ptr, w_ptr, out_ptr, pid_n - n_lab_blocks, cols64, col_mask, N, n_l, H, n_classes,
+            stride_an, stride_ah, stride_wh, stride_wc, ACTIVATION, IS_FP64, BLOCK_N,
+        )
+
+
+# Backward (VJP). With pre = a[n] + w_y[:, c] for each output row (recomputed, not stored) and
+# t = grad_out * act'(pre) for that row:
+#   labelled example i (row i, c = classes[i]):   da[i] = t[i],                      dw_y[:, c] += t[i]
+#   unlabelled example n = n_l + j (rows n_l + j C + c):
+#                                                 da[n] = sum_c t[n_l + j C + c],    dw_y[:, c] += t[n_l + j C + c]
+# An unlabelled example's C rows are all in one program: da is reduced there. dw_y is reduced in two
+# passes: program (i, j) writes dw_part[i, c, h] = sum over its BLOCK_N examples, and the launcher sums
+# dw_part over i (fixed order: deterministic, no atomics) and transposes.
+# The upstream gradient is addressed as
+#   labelled row i:        grad_ptr + i * stride_gl + h * stride_gh
+#   unlabelled row (j, c): grad_ptr + g_u_offset + j * stride_gn + c * stride_gc + h * stride_gh
+# which covers the (R, H) rows of the prefix form (g_u_offset = n_l stride_gl, stride_gn = C stride_gl,
+# stride_gc = stride_gl) and the (N, C, H) every-class form (n_l = 0), with any strides.
+@triton.jit
+def _bwd_labelled(
+    grad_ptr, a_ptr, w_ptr, classes_ptr, da_ptr, part_ptrs, pid_n, cols64, col_mask, n_l, H, n_classes,
+    stride_gl, stride_gh, stride_an, stride_ah, stride_wh, stride_wc, stride_cls,
+    ACTIVATION: tl.constexpr, IS_FP64: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    rows64 = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    row_mask = rows64 < n_l
     mask = row_mask[:, None] & col_mask[None, :]
     a = tl.load(a_ptr + rows64[:, None] * stride_an + cols64[None, :] * stride_ah, mask=mask, other=0.0)
+    cls = tl.load(classes_ptr + rows64 * stride_cls, mask=row_mask, other=-1)
+    w = tl.load(w_ptr + cols64[None, :] * stride_wh + cls[:, None] * stride_wc, mask=mask, other=0.0)
+    grad = tl.load(grad_ptr + rows64[:, None] * stride_gl + cols64[None, :] * stride_gh, mask=mask, other=0.0)
+    da = _activation_vjp(to_compute(a, IS_FP64) + to_compute(w, IS_FP64), to_compute(grad, IS_FP64), ACTIVATION)
+    for c in range(0, n_classes):
+        t_c = tl.where(cls[:, None] == c, da, 0.0)  # masked rows: cls = -1, grad = 0
+        tl.store(part_ptrs, tl.sum(t_c, axis=0), mask=col_mask)
+        part_ptrs += H
+    tl.store(da_ptr + rows64[:, None] * H + cols64[None, :], da.to(da_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_unlabelled(
+    grad_ptr, a_ptr, w_ptr, da_ptr, part_ptrs, block, cols64, col_mask, N, n_l, H, n_classes,
+    g_u_offset, stride_gn, stride_gc, stride_gh, stride_an, stride_ah, stride_wh, stride_wc,
+    ACTIVATION: tl.constexpr, IS_FP64: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    js64 = (block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    row_mask = js64 < N - n_l
+    mask = row_mask[:, None] & col_mask[None, :]
+    a_rows = n_l + js64
+    a = tl.load(a_ptr + a_rows[:, None] * stride_an + cols64[None, :] * stride_ah, mask=mask, other=0.0)
     a = to_compute(a, IS_FP64)
-    if BROADCAST:
-        # Pointers advance by one class per iteration (pointer increments: no int32 products).
-        out_ptrs = out_ptr + rows64[:, None] * n_classes * H + cols64[None, :]  # out[n, c, h]
-        w_ptrs = w_ptr + cols64 * stride_wh  # w_y[h, c]
-        for _ in range(0, n_classes):
-            w = tl.load(w_ptrs, mask=col_mask, other=0.0)
-            out = _activate(a + to_compute(w, IS_FP64)[None, :], ACTIVATION)
-            tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
-            out_ptrs += H
-            w_ptrs += stride_wc
-    else:
-        cls = tl.load(classes_ptr + rows64 * stride_cls, mask=row_mask, other=0)
-        w = tl.load(w_ptr + cols64[None, :] * stride_wh + cls[:, None] * stride_wc, mask=mask, other=0.0)
-        out = _activate(a + to_compute(w, IS_FP64), ACTIVATION)
-        tl.store(out_ptr + rows64[:, None] * H + cols64[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+    # Pointers advance by one class per iteration (pointer increments: no int32 products).
+    grad_ptrs = grad_ptr + g_u_offset + js64[:, None] * stride_gn + cols64[None, :] * stride_gh
+    w_ptrs = w_ptr + cols64 * stride_wh  # w_y[h, c]
+    da = tl.zeros((BLOCK_N, BLOCK_H), dtype=a.dtype)
+    for _ in range(0, n_classes):
+        w = tl.load(w_ptrs, mask=col_mask, other=0.0)
+        grad = tl.load(grad_ptrs, mask=mask, other=0.0)
+        t = _activation_vjp(a + to_compute(w, IS_FP64)[None, :], to_compute(grad, IS_FP64), ACTIVATION)
+        da += t  # masked lanes: grad = 0, so t = 0
+        tl.store(part_ptrs, tl.sum(t, axis=0), mask=col_mask)
+        w_ptrs += stride_wc
+        grad_ptrs += stride_gc
+        part_ptrs += H
+    tl.store(da_ptr + a_rows[:, None] * H + cols64[None, :], da.to(da_ptr.dtype.element_ty), mask=mask)
 
 
-# Backward (VJP). With pre[n, c, h] = a[n, h] + w_y[h, c] (recomputed, not stored) and
-# t[n, c, h] = grad_out[n, c, h] * act'(pre[n, c, h]):
-#   broadcast form:  da[n, h]      = sum_c t[n, c, h]                (reduced inside the program)
-#                    dw_y[h, c]    = sum_n t[n, c, h]
-#   indexed form:    da[n, h]      = t[n, h]                         (t with c = classes[n])
-#                    dw_y[h, c]    = sum_{n : classes[n] == c} t[n, h]
-# dw_y is reduced in two passes: program (i, j) writes dw_part[i, c, h] = sum over its BLOCK_N rows,
-# and the launcher sums dw_part over i (fixed order: deterministic, no atomics) and transposes.
 @triton.jit
 def _class_conditional_bwd_kernel(
-    grad_ptr,  # upstream gradient: (N, C, H) broadcast form, (N, H) indexed form; any strides
+    grad_ptr,  # upstream gradient, shaped like out; any strides (see above)
     a_ptr,  # (N, H) input part
     w_ptr,  # (H, C) class columns
-    classes_ptr,  # (N,) int64 (indexed form only)
+    classes_ptr,  # (n_l,) int64 (read only when n_l > 0)
     da_ptr,  # (N, H) out, contiguous
-    dw_part_ptr,  # (cdiv(N, BLOCK_N), C, H) out, contiguous: per-row-block partial sums of dw_y^T
-    N,  # rows
+    dw_part_ptr,  # (n_blocks, C, H) out, contiguous: per-example-block partial sums of dw_y^T
+    N,  # examples
+    n_l,  # labelled examples
     H,  # hidden units
     n_classes,  # C
-    stride_gn,  # elements between rows of grad
-    stride_gc,  # elements between classes of grad (broadcast form)
+    n_lab_blocks,  # cdiv(n_l, BLOCK_N)
+    g_u_offset,  # elements from grad_ptr to the first unlabelled row
+    stride_gl,  # elements between labelled rows of grad
+    stride_gn,  # elements between unlabelled examples of grad
+    stride_gc,  # elements between the class rows of one unlabelled example
     stride_gh,  # elements between hidden units of grad
     stride_an,  # elements between rows of a
     stride_ah,  # elements between hidden units of a
     stride_wh,  # elements between rows of w_y
     stride_wc,  # elements between columns of w_y
     stride_cls,  # elements between entries of classes
-    BROADCAST: tl.constexpr,
+    HAS_LABELLED: tl.constexpr,  # n_l > 0
     ACTIVATION: tl.constexpr,
     IS_FP64: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -142,35 +245,19 @@ def _class_conditional_bwd_kernel(
 ):
     pid_n = tl.program_id(0)
     pid_h = tl.program_id(1)
-    rows64 = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     cols64 = (pid_h * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int64)
-    row_mask = rows64 < N
     col_mask = cols64 < H
-    mask = row_mask[:, None] & col_mask[None, :]
-    a = tl.load(a_ptr + rows64[:, None] * stride_an + cols64[None, :] * stride_ah, mask=mask, other=0.0)
-    a = to_compute(a, IS_FP64)
-    # Pointers advance by one class per iteration (pointer increments: no int32 products).
     part_ptrs = dw_part_ptr + pid_n.to(tl.int64) * n_classes * H + cols64  # dw_part[pid_n, c, h]
-    grad_ptrs = grad_ptr + rows64[:, None] * stride_gn + cols64[None, :] * stride_gh  # grad[n, c, h]
-    if BROADCAST:
-        w_ptrs = w_ptr + cols64 * stride_wh  # w_y[h, c]
-        da = tl.zeros((BLOCK_N, BLOCK_H), dtype=a.dtype)
-        for _ in range(0, n_classes):
-            w = tl.load(w_ptrs, mask=col_mask, other=0.0)
-            grad = tl.load(grad_ptrs, mask=mask, other=0.0)
-            t = _activation_vjp(a + to_compute(w, IS_FP64)[None, :], to_compute(grad, IS_FP64), ACTIVATION)
-            da += t  # masked lanes: grad = 0, so t = 0
-            tl.store(part_ptrs, tl.sum(t, axis=0), mask=col_mask)
-            w_ptrs += stride_wc
-            grad_ptrs += stride_gc
-            part_ptrs += H
+    if pid_n < n_lab_blocks:
+        if HAS_LABELLED:  # static: never compiled with a placeholder classes pointer
+            _bwd_labelled(
+                grad_ptr, a_ptr, w_ptr, classes_ptr, da_ptr, part_ptrs, pid_n, cols64, col_mask, n_l, H, n_classes,
+                stride_gl, stride_gh, stride_an, stride_ah, stride_wh, stride_wc, stride_cls,
+                ACTIVATION, IS_FP64, BLOCK_N,
+            )
     else:
-        cls = tl.load(classes_ptr + rows64 * stride_cls, mask=row_mask, other=-1)
-        w = tl.load(w_ptr + cols64[None, :] * stride_wh + cls[:, None] * stride_wc, mask=mask, other=0.0)
-        grad = tl.load(grad_ptrs, mask=mask, other=0.0)
-        da = _activation_vjp(a + to_compute(w, IS_FP64), to_compute(grad, IS_FP64), ACTIVATION)
-        for c in range(0, n_classes):
-            t_c = tl.where(cls[:, None] == c, da, 0.0)
-            tl.store(part_ptrs, tl.sum(t_c, axis=0), mask=col_mask)
-            part_ptrs += H
-    tl.store(da_ptr + rows64[:, None] * H + cols64[None, :], da.to(da_ptr.dtype.element_ty), mask=mask)
+        _bwd_unlabelled(
+            grad_ptr, a_ptr, w_ptr, da_ptr, part_ptrs, pid_n - n_lab_blocks, cols64, col_mask, N, n_l, H,
+            n_classes, g_u_offset, stride_gn, stride_gc, stride_gh, stride_an, stride_ah, stride_wh, stride_wc,
+            ACTIVATION, IS_FP64, BLOCK_N, BLOCK_H,
+        )

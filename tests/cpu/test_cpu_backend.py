@@ -105,6 +105,20 @@ def test_class_conditional_matches_torch(N, H, C, indexed, activation):
     check_op_against_torch(_ops().class_conditional_activation, class_conditional_activation_torch, make)
 
 
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+@pytest.mark.parametrize("N,n_l,H,C", [(1, 0, 3, 2), (1, 1, 3, 2), (9, 4, 13, 17), (70, 7, 129, 10), (70, 69, 33, 1)])
+def test_class_conditional_labelled_prefix(N, n_l, H, C, activation):
+    op_checks.check_class_conditional_labelled_prefix(_ops(), "cpu", N=N, n_l=n_l, H=H, C=C,
+                                                      activation=activation, seed=N + n_l)
+
+
+@pytest.mark.parametrize("x_grad", [False, True])
+@pytest.mark.parametrize("N,n_l,C,H,D", [(1, 1, 3, 5, 7), (5, 0, 3, 9, 11), (9, 4, 17, 13, 21), (64, 7, 10, 33, 97)])
+def test_bernoulli_linear_labelled_prefix(N, n_l, C, H, D, x_grad):
+    op_checks.check_bernoulli_labelled_prefix(_ops(), "cpu", N=N, n_l=n_l, C=C, H=H, D=D, bias=N % 2 == 1,
+                                              x_grad=x_grad, seed=N + C)
+
+
 def test_class_conditional_gradient_reaches_weight_columns():
     """w_y arrives as weight[:, x_dim:], a strided view; its gradient lands in those columns of weight."""
     ops = _ops()
@@ -187,8 +201,8 @@ def test_bernoulli_linear_without_autograd_uses_chunks():
         args = [t.to(dtype) for t in (h64, w64, b64, x64)]
         with torch.no_grad():
             fast = _ops().bernoulli_loglik_linear(*args)
-            ll, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_cpu(*args, False)
-        assert s.numel() == 0 and torch.equal(ll, fast)
+            ll, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_cpu(args[0].view(N * C, H), *args[1:], 0, C, False)
+        assert s.numel() == 0 and torch.equal(ll.view(N, C), fast)
         ref = bernoulli_loglik_linear_torch(*args)
         ref64 = bernoulli_loglik_linear_torch(h64, w64, b64, x64)
         assert_close_to_reference(fast, ref, ref64, name=f"no-grad {dtype}")
@@ -280,7 +294,7 @@ def test_gradcheck_float64():
     a, weight = r(3, 5), r(5, 7)
     classes = torch.tensor([2, 0, 1])
     for act in ("softplus", "relu"):  # randn pre-activations: no relu kink within gradcheck's 1e-6 steps
-        for cls in (None, classes):
+        for cls in (None, classes, classes[:2]):  # every class, one per row, labelled prefix
             fn = lambda a, w: ops.class_conditional_activation(a, w[:, 4:], cls, act)  # noqa: E731
             assert torch.autograd.gradcheck(fn, (a, weight))
     assert torch.autograd.gradcheck(ops.gaussian_reparam_kl, (r(3, 4), r(3, 2)))
@@ -289,6 +303,10 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(ops.bernoulli_loglik_linear, (r(2, 3, 4), r(6, 4), None, x))
     with _cpu_backend().recompute_bernoulli_logits():
         assert torch.autograd.gradcheck(ops.bernoulli_loglik_linear, (r(2, 3, 4), r(6, 4), r(6), x))
+    x3 = torch.rand(3, 6, generator=g, dtype=torch.float64).requires_grad_(True)
+    for n_l in (0, 1, 3):  # rows: n_l labelled, then 3 per remaining example
+        h = r(n_l + (3 - n_l) * 3, 4)
+        assert torch.autograd.gradcheck(lambda *t: ops.bernoulli_loglik_linear(*t, n_l), (h, r(6, 4), r(6), x3))
     y_l = torch.tensor([1, 0])
     assert torch.autograd.gradcheck(
         lambda lg, a, b, c, d: ops.elbo_reduction(lg, y_l, a, b, c, d, 0.9), (r(5, 3), r(2), r(2), r(3, 3), r(3, 3))
@@ -299,9 +317,9 @@ def test_kernels_independent_of_thread_count():
     """The kernels' reductions use a partition fixed by the sizes: 1 and 2 threads agree bitwise."""
     ext = _ext.require_ext()
     g = torch.Generator().manual_seed(39)
-    N, H, C = 300, 129, 10
-    grad_out, a = torch.randn(N, C, H, generator=g), torch.randn(N, H, generator=g)
-    wy_t = torch.randn(C, H, generator=g)
+    N, n_l, H, C = 300, 37, 129, 10  # labelled rows first, then every class: both row forms
+    grad_out, a = torch.randn(n_l + (N - n_l) * C, H, generator=g), torch.randn(N, H, generator=g)
+    wy_t, classes = torch.randn(C, H, generator=g), torch.randint(0, C, (n_l,), generator=g)
     M, D = 700, 97
     s, gl, h = torch.randn(M, D, generator=g), torch.randn(M, generator=g), torch.randn(M, H, generator=g)
     results = []
@@ -310,8 +328,8 @@ def test_kernels_independent_of_thread_count():
         for threads in (1, 2):
             torch.set_num_threads(threads)
             grad_a, grad_wy = torch.empty(N, H), torch.empty(H, C)
-            ext.class_conditional_backward(grad_out.data_ptr(), a.data_ptr(), wy_t.data_ptr(), 0, 0,
-                                           grad_a.data_ptr(), grad_wy.data_ptr(), N, H, C, "softplus", "float32")
+            ext.class_conditional_backward(grad_out.data_ptr(), a.data_ptr(), wy_t.data_ptr(), 0, classes.data_ptr(),
+                                           grad_a.data_ptr(), grad_wy.data_ptr(), N, n_l, H, C, "softplus", "float32")
             db, g_h = torch.empty(D), torch.empty(M, H)
             ext.bernoulli_linear_backward_rows(s.data_ptr(), gl.data_ptr(), h.data_ptr(), 0, g_h.data_ptr(),
                                                db.data_ptr(), M, D, H, "float32")
@@ -345,6 +363,14 @@ def test_launcher_errors():
         ops.gaussian_reparam_kl(torch.rand(2, 4), torch.rand(2, 3))
     with pytest.raises(ValueError, match="x must be"):
         ops.bernoulli_loglik_linear(torch.rand(2, 3, 4), torch.rand(5, 4), None, torch.rand(3, 5))
+    with pytest.raises(ValueError, match="n_labelled"):  # 8 rows cannot be 1 labelled + 2 examples x C
+        ops.bernoulli_loglik_linear(torch.rand(8, 4), torch.rand(5, 4), None, torch.rand(3, 5), 1)
+    with pytest.raises(ValueError, match="n_l <= N"):
+        ops.class_conditional_activation(torch.rand(2, 4), torch.rand(4, 3), torch.tensor([0, 1, 2]), "relu")
+    ext = _ext.require_ext()
+    with pytest.raises(ValueError, match="exceed N"):
+        t = torch.zeros(64)
+        ext.class_conditional_forward(t.data_ptr(), t.data_ptr(), 0, t.data_ptr(), 2, 3, 4, 3, "relu", "float32")
 
 
 # ------------------------------------------------------------------------------------------------------

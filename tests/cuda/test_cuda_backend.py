@@ -174,17 +174,98 @@ def test_bernoulli_linear_matches_torch(N, C, D, H, bias):
 
 def test_bernoulli_linear_without_stored_s_recomputes():
     """The backward op given no s (forward run without grad, as under some tracing paths) recomputes s with
-    the forward kernel and gives the same gradients as with the stored s."""
+    the forward kernel and gives the same gradients as with the stored s (rows: 2 labelled, then 2 x 3)."""
     h, w, b, x = (_leaf(t, torch.float64, requires_grad=False)
-                  for t in (_rand(4, 3, 40, seed=12), _rand(150, 40, seed=13, scale=0.3), _rand(150, seed=14),
+                  for t in (_rand(2 + 2 * 3, 40, seed=12), _rand(150, 40, seed=13, scale=0.3), _rand(150, seed=14),
                             _rand(4, 150, seed=15, uniform=True)))
-    g = _rand(4, 3, seed=16).to(DEVICE)
+    g = _rand(2 + 2 * 3, seed=16).to(DEVICE)
     backward = torch.ops.ssvae_fast.bernoulli_loglik_linear_cuda_backward
-    _, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_cuda(h, w, b, x, True, "ieee")
-    stored = backward(g, h, w, b, x, s, "ieee")
-    recomputed = backward(g, h, w, b, x, h.new_empty((0,)), "ieee")
+    _, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_cuda(h, w, b, x, 2, 3, True, "ieee")
+    stored = backward(g, h, w, b, x, s, 2, 3, "ieee")
+    recomputed = backward(g, h, w, b, x, h.new_empty((0,)), 2, 3, "ieee")
     for a_, b_ in zip(stored, recomputed):
         assert torch.equal(a_, b_)
+
+
+# Labelled prefix: the first n_l of N examples one row each, then C rows per remaining example.
+# (N, n_l, H, C): n_l = 0, n_l = N, N - n_l = 1, C = 1, C = 17; N = 130 and 200 span 3 and 4 row blocks of
+# the backward kernel with the prefix ending inside a block (70 = 64 + 6, 129 = 2 * 64 + 1) and inside a
+# warp's rows; H = 19, 33, 67 are not multiples of 16 or 32 (partial hidden-unit blocks).
+CLASS_CONDITIONAL_PREFIX_SHAPES = [
+    (13, 0, 40, 5), (13, 13, 40, 5), (13, 12, 19, 5), (130, 70, 67, 17), (70, 33, 19, 1), (200, 129, 33, 3),
+    (64, 64, 33, 4), (65, 64, 19, 4),
+]
+
+
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+@pytest.mark.parametrize("N,n_l,H,C", CLASS_CONDITIONAL_PREFIX_SHAPES)
+def test_class_conditional_labelled_prefix(N, n_l, H, C, activation):
+    op_checks.check_class_conditional_labelled_prefix(
+        _ops(), DEVICE, N=N, n_l=n_l, H=H, C=C, activation=activation, seed=50 + N + n_l
+    )
+
+
+def test_class_conditional_labelled_prefix_strided_inputs():
+    """The prefix form reads a (columns strided), w_y (a column slice) and classes (stride 2) in place."""
+    N, n_l, H, C = 70, 33, 19, 6
+    a64 = _rand(H, N, seed=60)
+    weight64 = _rand(H, 11 + C, seed=61)
+    classes = torch.randint(0, C, (2 * n_l,), generator=torch.Generator().manual_seed(62)).to(DEVICE)[::2]
+
+    def make(dtype):
+        return {"a": _leaf(a64, dtype).t().detach().requires_grad_(True),  # (N, H), strides (1, N)
+                "w_y": _leaf(weight64, dtype)[:, 11:].detach().requires_grad_(True),
+                "classes": classes, "activation": "softplus"}
+
+    check_op_against_torch(_ops().class_conditional_activation, class_conditional_activation_torch, make)
+
+
+# (N, n_l, C, H, D): n_l = 0, n_l = N, N - n_l = 1, C = 1, C = 17; M = n_l + (N - n_l) C rows from 9 to 730
+# (up to 12 row tiles of 64), the prefix ending inside a row tile (37, 7, 30) and exactly on a tile edge
+# (n_l = 64); D = 37, 65, 100, 150, 200, 785 (partial last D tiles; 13 D tiles for 785); H = 19, 24, 33,
+# 50, 70 (partial K steps of both kernels).
+BERNOULLI_PREFIX_SHAPES = [
+    (5, 0, 7, 40, 150), (9, 9, 3, 19, 37), (13, 12, 10, 70, 785), (20, 7, 17, 33, 100), (70, 30, 1, 19, 37),
+    (40, 37, 10, 70, 150), (80, 64, 3, 24, 65), (100, 30, 10, 50, 200),
+]
+
+
+@pytest.mark.parametrize("bias,x_grad", [(True, True), (False, False), (True, False)])
+@pytest.mark.parametrize("N,n_l,C,H,D", BERNOULLI_PREFIX_SHAPES)
+def test_bernoulli_labelled_prefix(N, n_l, C, H, D, bias, x_grad):
+    op_checks.check_bernoulli_labelled_prefix(
+        _ops(), DEVICE, N=N, n_l=n_l, C=C, H=H, D=D, bias=bias, x_grad=x_grad, seed=70 + N + n_l
+    )
+
+
+def test_bernoulli_labelled_prefix_strided_inputs():
+    """2-D h with strided rows and columns, column-major W and x with stride 2 along D, read in place."""
+    N, n_l, C, H, D = 20, 7, 17, 33, 100
+    M = n_l + (N - n_l) * C
+    h64, w64, b64 = _rand(H, M, seed=80), _rand(H, D, seed=81, scale=0.3), _rand(D, seed=82)
+    x64 = _rand(N, 2 * D, seed=83, uniform=True)
+
+    def make(dtype):
+        return {"h": _leaf(h64, dtype).t().detach().requires_grad_(True),  # (M, H), strides (1, M)
+                "weight": _leaf(w64, dtype).t().detach().requires_grad_(True),
+                "bias": _leaf(b64, dtype),
+                "x": _leaf(x64, dtype)[:, ::2].detach().requires_grad_(True),
+                "n_labelled": n_l}
+
+    check_op_against_torch(_ops().bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make)
+
+
+def test_bernoulli_labelled_prefix_without_enumerated_rows():
+    """M == n_l < N (C = 0: the last examples have no rows): ll of the labelled rows, and dx of the other
+    examples is zero; the kernel never divides by C."""
+    f64 = dict(dtype=torch.float64, device=DEVICE)
+    h, w, b = (_leaf(t, torch.float64) for t in (_rand(2, 4, seed=84), _rand(5, 4, seed=85), _rand(5, seed=86)))
+    x = _leaf(_rand(3, 5, seed=87, uniform=True), torch.float64)
+    ll = _ops().bernoulli_loglik_linear(h, w, b, x, 2)
+    expected = bernoulli_loglik_linear_torch(h, w, b, x[:2], 2)
+    torch.testing.assert_close(ll, expected, rtol=1e-12, atol=1e-12)
+    (dx,) = torch.autograd.grad(ll.sum(), x)
+    assert dx.shape == (3, 5) and torch.equal(dx[2], torch.zeros(5, **f64))
 
 
 @pytest.mark.parametrize("n_l,n_u,C", [(5, 9, 2), (5, 9, 17), (50, 90, 17), (0, 6, 10), (6, 0, 10), (3, 4, 70)])
@@ -288,13 +369,16 @@ def test_gradcheck_float64():
     a, weight = r(3, 5), r(5, 7)
     classes = torch.tensor([2, 0, 1], device=DEVICE)
     for act in ("softplus", "relu"):
-        for cls in (None, classes):
+        for cls in (None, classes, classes[:1], classes[:0]):
             fn = lambda a, w: ops.class_conditional_activation(a, w[:, 4:], cls, act)  # noqa: E731
             assert torch.autograd.gradcheck(fn, (a, weight))
     assert torch.autograd.gradcheck(ops.gaussian_reparam_kl, (r(3, 4), r(3, 2)))
     x = torch.rand(2, 6, generator=g, **f64).requires_grad_(True)
     assert torch.autograd.gradcheck(ops.bernoulli_loglik_linear, (r(2, 3, 4), r(6, 4), r(6), x))
     assert torch.autograd.gradcheck(ops.bernoulli_loglik_linear, (r(2, 3, 4), r(6, 4), None, x))
+    for n_l in (0, 1, 2):  # rows: n_l labelled, then 3 per remaining example
+        fn = lambda h, w, b, x_: ops.bernoulli_loglik_linear(h, w, b, x_, n_l)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (r(n_l + (2 - n_l) * 3, 4), r(6, 4), r(6), x))
     y_l = torch.tensor([1, 0], device=DEVICE)
     assert torch.autograd.gradcheck(
         lambda lg, a, b, c, d: ops.elbo_reduction(lg, y_l, a, b, c, d, 0.9), (r(5, 3), r(2), r(2), r(3, 3), r(3, 3))
@@ -343,15 +427,22 @@ def test_torch_library_opcheck():
     classes = torch.tensor([2, 0, 1], device=DEVICE)
     torch.library.opcheck(ops.class_conditional_activation_cuda.default, (grad(3, 5), grad(5, 3), None, "softplus"))
     torch.library.opcheck(ops.class_conditional_activation_cuda.default, (grad(3, 5), grad(5, 3), classes, "relu"))
+    torch.library.opcheck(ops.class_conditional_activation_cuda.default, (grad(3, 5), grad(5, 3), classes[:1], "relu"))
     torch.library.opcheck(ops.class_conditional_activation_cuda_backward.default,
                           (r(3, 3, 5), r(3, 5), r(5, 3), None, "softplus"))
+    torch.library.opcheck(ops.class_conditional_activation_cuda_backward.default,
+                          (r(1 + 2 * 3, 5), r(3, 5), r(5, 3), classes[:1], "softplus"))
     torch.library.opcheck(ops.gaussian_reparam_kl_cuda.default, (grad(4, 6), grad(4, 3)))
     torch.library.opcheck(ops.gaussian_reparam_kl_cuda_backward.default, (r(4, 6), r(4, 3), r(4, 3), r(4)))
     x = torch.rand(2, 6, generator=g, **f64)
     torch.library.opcheck(ops.bernoulli_loglik_linear_cuda.default,
-                          (grad(2, 3, 4), grad(6, 4), grad(6), x.requires_grad_(True), True, "ieee"))
+                          (grad(6, 4), grad(6, 4), grad(6), x.requires_grad_(True), 0, 3, True, "ieee"))
+    torch.library.opcheck(ops.bernoulli_loglik_linear_cuda.default,
+                          (grad(4, 4), grad(6, 4), None, x, 1, 3, True, "ieee"))
     torch.library.opcheck(ops.bernoulli_loglik_linear_cuda_backward.default,
-                          (r(2, 3), r(2, 3, 4), r(6, 4), r(6), x.detach(), r(6, 6), "ieee"))
+                          (r(6), r(6, 4), r(6, 4), r(6), x.detach(), r(6, 6), 0, 3, "ieee"))
+    torch.library.opcheck(ops.bernoulli_loglik_linear_cuda_backward.default,
+                          (r(4), r(4, 4), r(6, 4), None, x.detach(), r(0), 1, 3, "ieee"))
     y_l = torch.tensor([1, 0], device=DEVICE)
     torch.library.opcheck(ops.elbo_reduction_cuda.default,
                           (grad(5, 3), y_l, grad(2), grad(2), grad(3, 3), grad(3, 3), 0.9))
@@ -436,6 +527,23 @@ def test_half_precision_bernoulli_linear_against_tolerance_rule(dtype, precision
         check_op_against_torch(_ops().bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make, dtypes=(dtype,))
 
 
+@pytest.mark.parametrize("precision", ["tf32", "ieee"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_bernoulli_labelled_prefix_against_tolerance_rule(dtype, precision):
+    """Both tile kernels (tensor cores and FMAs) on the 2-D form: 40 labelled rows then 10 per example."""
+    N, n_l, C, H, D = 60, 40, 10, 70, 785
+    M = n_l + (N - n_l) * C
+    h64, w64 = _rand(M, H, seed=88), _rand(D, H, seed=89, scale=0.3)
+    b64, x64 = _rand(D, seed=90), _rand(N, D, seed=91, uniform=True)
+
+    def make(dt):
+        return {"h": _leaf(h64, dt), "weight": _leaf(w64, dt), "bias": _leaf(b64, dt), "x": _leaf(x64, dt),
+                "n_labelled": n_l}
+
+    with cuda_backend.set_precision(precision):
+        check_op_against_torch(_ops().bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make, dtypes=(dtype,))
+
+
 # ------------------------------------------------------------------------------------------------------
 # Streams, CUDA graphs, large sizes (GPU only by nature).
 # ------------------------------------------------------------------------------------------------------
@@ -496,18 +604,20 @@ def test_cuda_graph_training_step(precision):
 
 
 def test_int64_offsets():
-    """Outputs past 2**31 elements: the last rows of the Bernoulli s buffer and of the class-conditional
-    (N, C, H) output are right (int32 offsets would wrap)."""
+    """Outputs past 2**31 elements: the last rows of the Bernoulli s buffer (2-D form with a labelled prefix)
+    and of the class-conditional (N, C, H) output are right (int32 offsets would wrap)."""
     torch.manual_seed(0)
-    N, C, D, H = 700_000, 4, 784, 16  # M * D = 2.2e9 > 2**31
-    h = torch.randn(N, C, H, device=DEVICE) * 0.3
+    N, n_l, C, D, H = 700_000, 5, 4, 784, 16  # M * D = 2.2e9 > 2**31
+    M = n_l + (N - n_l) * C
+    h = torch.randn(M, H, device=DEVICE) * 0.3
     weight, bias = torch.randn(D, H, device=DEVICE) * 0.3, torch.randn(D, device=DEVICE)
     x = torch.rand(N, D, device=DEVICE)
-    ll, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_cuda(h, weight, bias, x, True, "ieee")
-    tail = slice(N - 3, N)
-    expected_ll = bernoulli_loglik_linear_torch(h[tail].double(), weight.double(), bias.double(), x[tail].double())
-    torch.testing.assert_close(ll[tail].double(), expected_ll, rtol=1e-5, atol=1e-3)
-    logits = torch.nn.functional.linear(h[tail].double(), weight.double(), bias.double())
+    ll, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_cuda(h, weight, bias, x, n_l, C, True, "ieee")
+    tail = slice(N - 3, N)  # the last 3 examples: the last 3 * C rows
+    h_tail = h[-3 * C:].view(3, C, H).double()
+    expected_ll = bernoulli_loglik_linear_torch(h_tail, weight.double(), bias.double(), x[tail].double())
+    torch.testing.assert_close(ll[-3 * C:].double(), expected_ll.flatten(), rtol=1e-5, atol=1e-3)
+    logits = torch.nn.functional.linear(h_tail, weight.double(), bias.double())
     expected_s = (x[tail].double().unsqueeze(1) - torch.sigmoid(logits)).reshape(-1, D)
     torch.testing.assert_close(s[-3 * C:].double(), expected_s, rtol=1e-4, atol=1e-5)
     del ll, s, h, x
@@ -537,5 +647,6 @@ def test_raw_module_errors():
         ext.gaussian_reparam_kl_forward(dtype="float32", **{**common, "R": -1})
     with pytest.raises(ValueError, match="activation"):
         ext.class_conditional_forward(a_ptr=t.data_ptr(), w_y_ptr=t.data_ptr(), classes_ptr=0, out_ptr=t.data_ptr(),
-                                      N=1, H=2, C=2, stride_an=2, stride_ah=1, stride_wh=2, stride_wc=1, stride_cls=0,
-                                      activation="tanh", dtype="float32", stream=stream)
+                                      N=1, n_l=0, H=2, C=2, stride_an=2, stride_ah=1, stride_wh=2, stride_wc=1,
+                                      stride_cls=0, activation="tanh", dtype="float32", stream=stream)
+    # The labelled-prefix arguments (n_l) are checked on the host: tests/cuda/test_cuda_backend_cpu.py.

@@ -6,7 +6,8 @@ picked to span several tiles of every kernel (the interpreter's block sizes are 
   docs/design.md section 4's rule) for labelled-only, unlabelled-only and mixed batches, float32 with IEEE
   `tl.dot` and float64;
 - op level: each op against its plain-torch face (forward and every input's gradient), non-contiguous
-  inputs, extreme values, empty inputs, gradcheck in float64, determinism;
+  inputs, the labelled-prefix row layout (n_l one-class rows, then C rows per remaining example) of the
+  class-conditional and Bernoulli ops, extreme values, empty inputs, gradcheck in float64, determinism;
 - torch.compile traces the custom ops without graph breaks; M2(backend="triton") trains;
 - GPU only (skipped on a CPU): TF32 and bf16 against the tolerance rule, CUDA-graph capture of a
   training step, int64 offsets past 2**31 elements.
@@ -100,12 +101,14 @@ def check_op_against_torch(fast_fn, torch_fn, make_inputs, *, dtypes=(torch.floa
 
 
 @pytest.mark.parametrize("activation", ["softplus", "relu"])
-@pytest.mark.parametrize("indexed", [False, True])
+@pytest.mark.parametrize("labelled", ["none", "all", "prefix"])
 @pytest.mark.parametrize("N,H,C", [(13, 40, 5), (70, 19, 2)])
-def test_class_conditional_matches_torch(N, H, C, indexed, activation):
+def test_class_conditional_matches_torch(N, H, C, labelled, activation):
     a64 = _rand(N, H, seed=1)
     weight64 = _rand(H, 11 + C, seed=2)  # [W_v | W_y]: w_y is a non-contiguous column slice
-    classes = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(3)).to(DEVICE) if indexed else None
+    n_l = {"none": 0, "all": N, "prefix": N // 2 + 1}[labelled]
+    classes = torch.randint(0, C, (n_l,), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    classes = None if labelled == "none" else classes
 
     def make(dtype):
         w_y = _leaf(weight64, dtype)[:, 11:].detach().requires_grad_(True)  # strides (11 + C, 1)
@@ -129,6 +132,90 @@ def test_class_conditional_non_contiguous_w_y_gradient_reaches_weight():
     expected = torch.autograd.grad(expected_out.sum(), weight)[0]
     torch.testing.assert_close(weight.grad, expected, rtol=1e-12, atol=1e-12)
     assert torch.all(weight.grad[:, :30] == 0)
+
+
+# Labelled-prefix layout: n_l labelled examples (one row each) then C rows per remaining example, one
+# batch of rows. Shapes: n_l = 0, n_l = N, one unlabelled example, C = 1, C = 17; the interpreter's
+# tiles (8 examples x 16 hidden units; 32 rows x 32 pixels x 16 hidden) are crossed by the labelled and
+# unlabelled blocks, H = 19 and D = 37.
+LABELLED_PREFIX_SHAPES = [  # N, n_l, C
+    (13, 5, 3),
+    (11, 0, 3),
+    (10, 10, 4),
+    (9, 8, 5),
+    (12, 9, 1),
+    (5, 2, 17),
+    (3, 2, 17),
+]
+
+
+@pytest.mark.parametrize("N,n_l,C", LABELLED_PREFIX_SHAPES)
+@pytest.mark.parametrize("activation", ["softplus", "relu"])
+def test_class_conditional_labelled_prefix(N, n_l, C, activation):
+    op_checks.check_class_conditional_labelled_prefix(
+        _ops(), DEVICE, N=N, n_l=n_l, H=19, C=C, activation=activation, seed=70 + N + n_l
+    )
+
+
+def test_class_conditional_labelled_prefix_strided_inputs_and_gradient():
+    """Prefix layout with a strided a, w_y a column slice of the weight, and upstream gradients that are
+    a transposed tensor and an expanded one (out.sum()): da and dw_y equal the torch op's."""
+    N, n_l, H, C = 11, 4, 19, 3
+    R = n_l + (N - n_l) * C
+    classes = torch.tensor([2, 0, 1, 2], device=DEVICE)
+    weight = _leaf(_rand(H, 7 + C, seed=80), torch.float64)
+    a_t = _leaf(_rand(H, N, seed=81), torch.float64)
+    grad_t = _rand(H, R, seed=82).to(DEVICE)
+
+    def outputs_and_grads(fn):
+        out = fn(a_t.t(), weight[:, 7:], classes, "softplus")
+        assert out.shape == (R, H)
+        transposed = torch.autograd.grad(out, (a_t, weight), grad_t.t(), retain_graph=True)  # strides (1, R)
+        expanded = torch.autograd.grad(out.sum(), (a_t, weight))  # upstream strides (0, 0)
+        return (out, *transposed, *expanded)
+
+    got = outputs_and_grads(_ops().class_conditional_activation)
+    for g, e in zip(got, outputs_and_grads(class_conditional_activation_torch)):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    assert torch.all(got[2][:, :7] == 0)  # w_y's gradient lands in its columns only
+
+
+@pytest.mark.parametrize("N,n_l,C", LABELLED_PREFIX_SHAPES)
+@pytest.mark.parametrize("bias,x_grad", [(True, True), (False, False)])
+def test_bernoulli_linear_labelled_prefix(N, n_l, C, bias, x_grad):
+    op_checks.check_bernoulli_labelled_prefix(
+        _ops(), DEVICE, N=N, n_l=n_l, C=C, H=19, D=37, bias=bias, x_grad=x_grad, seed=90 + N + n_l
+    )
+
+
+@pytest.mark.parametrize("N,n_l,C", [(13, 5, 3), (9, 8, 5), (3, 2, 17), (10, 10, 4)])
+def test_bernoulli_linear_labelled_prefix_recompute(N, n_l, C):
+    import ssvae_fast.triton as st
+
+    with st.set_bernoulli_recompute(True):
+        op_checks.check_bernoulli_labelled_prefix(
+            _ops(), DEVICE, N=N, n_l=n_l, C=C, H=19, D=37, x_grad=True, seed=110 + N + n_l
+        )
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_bernoulli_linear_labelled_prefix_no_enumerated_rows(recompute):
+    """M = n_l rows for N > n_l examples (C = 0: the unlabelled examples have no rows): no division by
+    0 in the kernels; ll has n_l entries and the unlabelled examples' x gradient is 0."""
+    import ssvae_fast.triton as st
+
+    N, n_l, H, D = 5, 3, 19, 37
+    h64, w64, b64, x64 = _rand(n_l, H, seed=120), _rand(D, H, seed=121), _rand(D, seed=122), _rand(N, D, seed=123)
+
+    def make(dtype):
+        return {"h": _leaf(h64, dtype), "weight": _leaf(w64, dtype), "bias": _leaf(b64, dtype),
+                "x": _leaf(x64, dtype), "n_labelled": n_l}
+
+    with st.set_bernoulli_recompute(recompute):
+        got = op_checks.outputs_and_grads(_ops().bernoulli_loglik_linear, make(torch.float64))
+        check_op_against_torch(_ops().bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make)
+    assert got["out0"].shape == (n_l,)
+    assert torch.all(got["grad x"][n_l:] == 0)
 
 
 @pytest.mark.parametrize("R,Z", [(37, 5), (9, 70)])
@@ -205,7 +292,7 @@ def test_half_precision_ops_match_torch(dtype):
     ops, dtypes = _ops(), (dtype,)
     a64, w64 = _rand(13, 40, seed=40), _rand(40, 16, seed=41)
     classes = torch.randint(0, 5, (13,), generator=torch.Generator().manual_seed(42)).to(DEVICE)
-    for cls in (None, classes):
+    for cls in (None, classes, classes[:6]):
         check_op_against_torch(
             ops.class_conditional_activation, class_conditional_activation_torch,
             lambda dt: {"a": _leaf(a64, dt), "w_y": _leaf(w64, dt)[:, 11:], "classes": cls, "activation": "softplus"},
@@ -334,13 +421,16 @@ def test_gradcheck_float64():
     a, weight = r(3, 5), r(5, 7)
     classes = torch.tensor([2, 0, 1], device=DEVICE)
     for act in ("softplus", "relu"):
-        for cls in (None, classes):
+        for cls in (None, classes, classes[:1]):  # every class, one class per row, labelled prefix
             fn = lambda a, w: ops.class_conditional_activation(a, w[:, 4:], cls, act)  # noqa: E731
             assert torch.autograd.gradcheck(fn, (a, weight))
     assert torch.autograd.gradcheck(ops.gaussian_reparam_kl, (r(3, 4), r(3, 2)))
     x = torch.rand(2, 6, generator=g, **f64).requires_grad_(True)
     assert torch.autograd.gradcheck(ops.bernoulli_loglik_linear, (r(2, 3, 4), r(6, 4), r(6), x))
     assert torch.autograd.gradcheck(ops.bernoulli_loglik_linear, (r(2, 3, 4), r(6, 4), None, x))
+    x3 = torch.rand(3, 6, generator=g, **f64).requires_grad_(True)
+    prefix = lambda h, w, b, x: ops.bernoulli_loglik_linear(h, w, b, x, 1)  # noqa: E731  1 + 2 * 3 rows
+    assert torch.autograd.gradcheck(prefix, (r(7, 4), r(6, 4), r(6), x3))
     y_l = torch.tensor([1, 0], device=DEVICE)
     assert torch.autograd.gradcheck(
         lambda lg, a, b, c, d: ops.elbo_reduction(lg, y_l, a, b, c, d, 0.9), (r(5, 3), r(2), r(2), r(3, 3), r(3, 3))
@@ -489,7 +579,8 @@ def test_gpu_int64_offsets():
     h = torch.randn(N, C, H, device="cuda") * 0.3
     weight, bias = torch.randn(D, H, device="cuda") * 0.3, torch.randn(D, device="cuda")
     x = torch.rand(N, D, device="cuda")
-    ll, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_triton(h, weight, bias, x, True)
+    ll, s = torch.ops.ssvae_fast.bernoulli_loglik_linear_triton(h.view(N * C, H), weight, bias, x, 0, C, True)
+    ll = ll.view(N, C)
     tail = slice(N - 3, N)
     logits = torch.nn.functional.linear(h[tail].double(), weight.double(), bias.double())
     torch.testing.assert_close(ll[tail].double(), bernoulli_loglik_linear_torch(h[tail].double(), weight.double(),
@@ -503,3 +594,8 @@ def test_gpu_int64_offsets():
     a, w_y = torch.randn(N, H, device="cuda"), torch.randn(H, C, device="cuda")
     out = _ops().class_conditional_activation(a, w_y, None, "relu")
     torch.testing.assert_close(out[-2:], torch.relu(a[-2:, None, :] + w_y.t()[None]))
+    del out
+    classes = torch.tensor([3, 1], device="cuda")  # labelled prefix: 2 + (N - 2) * C rows, past 2**31 elements
+    out = _ops().class_conditional_activation(a, w_y, classes, "relu")
+    torch.testing.assert_close(out[:2], torch.relu(a[:2] + w_y.t()[classes]))
+    torch.testing.assert_close(out[-C:], torch.relu(a[-1:] + w_y.t()))
