@@ -68,11 +68,13 @@ def _run(call, args):
     ]
     outs = call(*leaves)
     outs = outs if isinstance(outs, tuple) else (outs,)
+    # Copies: a workspace output (the cpu Bernoulli op's s) may be used up by eager autograd's backward.
+    kept = [o.detach().clone() for o in outs]
     diff = [o for o in outs if o.requires_grad]
     weights = [torch.linspace(-1.0, 2.0, o.numel(), device=o.device).view(o.shape) for o in diff]
     tensors = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
     grads = torch.autograd.grad(diff, tensors, weights)
-    return [o.detach() for o in outs], list(grads)
+    return kept, list(grads)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "triton", "cuda"])

@@ -168,9 +168,10 @@ void bernoulli_linear_backward_rows(const scalar_t* s, const scalar_t* g, const 
 #endif
   for (int64_t i = 0; i < blocks; ++i) {
     for (int64_t r = block_begin(M, blocks, i); r < block_begin(M, blocks, i + 1); ++r) {
+      // db first: grad_h may be s itself.
+      if (db != nullptr) accumulate_scaled_row(partial.data() + i * D, s + r * D, g[r], D);
       if (grad_h != nullptr) scale_row_inplace(grad_h + r * H, g[r], H);
       if (g_h != nullptr) scale_row(h + r * H, g[r], g_h + r * H, H);
-      if (db != nullptr) accumulate_scaled_row(partial.data() + i * D, s + r * D, g[r], D);
     }
   }
   if (db != nullptr) {

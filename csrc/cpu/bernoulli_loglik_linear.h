@@ -8,13 +8,11 @@
 //              ll[r] = sum_d x[e(r), d] l[r, d] - softplus(l[r, d])
 //              s[r, d] = x[e(r), d] - sigmoid(l[r, d])           (optional; may overwrite h W^T in place)
 //              where e(r) = r for the n_l labelled rows r < n_l, n_l + (r - n_l) / C after them
-//   backward   with g = dLoss/dll a per-row scalar, dl = g s never needs to exist:
-//              dW = s^T (g * h)  (g * h written here; the GEMM by torch)
+//   backward   with g = dLoss/dll a per-row scalar, one pass over rows computes any subset of
+//              dl = g * s  (in place over s, or into its own buffer: `g_h` with h = s)
 //              db[d] = sum_r g[r] s[r, d]
-//              dh = g * (s W)  (s W by torch, into g * h's buffer once dW is done; the row scaling
-//                               here, in place)
-//              one kernel, any subset of the three per call: the launcher runs g * h and db in one
-//              pass before the dW GEMM and the row scaling after the dh GEMM.
+//              g * h, or g * v in place for a given (M, H) v
+//              the launcher forms dl and db in one pass, then dW = dl^T h and dh = dl W (torch GEMMs).
 //
 // All arrays are contiguous (row r of logits / s at r * D). Reductions accumulate in double.
 // Deterministic: the epilogue's rows are independent; db sums fixed blocks of rows (a partition that
@@ -35,12 +33,13 @@ void bernoulli_linear_epilogue(const scalar_t* logits,  // (rows, D), the block'
                                scalar_t* s,             // (rows, D) written, or nullptr; may == logits
                                int64_t row0, int64_t rows, int64_t n_l, int64_t C, int64_t D);
 
-// Any of grad_h, g_h, db may be nullptr (not computed).
+// Any of grad_h, g_h, db may be nullptr (not computed). grad_h may be s itself (with H = D): each row's
+// db term is read before the row is scaled, so one pass turns s into dl = g * s and sums db.
 template <typename scalar_t>
 void bernoulli_linear_backward_rows(const scalar_t* s,  // (M, D), x - sigmoid(l)
                                     const scalar_t* g,  // (M,), dLoss/dll
                                     const scalar_t* h,  // (M, H)
-                                    scalar_t* grad_h,   // (M, H): s W on entry, g * (s W) on exit
+                                    scalar_t* grad_h,   // (M, H): v on entry, g * v on exit (v = s W, or s)
                                     scalar_t* g_h,      // (M, H), written: g * h
                                     scalar_t* db,       // (D,), written: sum_r g[r] s[r]
                                     int64_t M, int64_t D, int64_t H);

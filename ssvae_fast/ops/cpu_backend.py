@@ -20,11 +20,11 @@ raw pointers and sizes to the kernels (csrc/cpu/<op>.cpp, formulas and VJPs in t
                                    buffer s that the kernel turns in place into s = x - sigmoid(l) while
                                    it reduces each row to ll (M,), the bias added on the fly; s is all
                                    the backward needs. Without autograd: chunks through one reused
-                                   buffer, so only a chunk of logits ever exists. Backward: dh = g (s W)
-                                   and dW = s^T (g h) (GEMMs), the row scalings and db = s^T g in one
-                                   kernel pass; dx = (sum_rows g h) W^T + b sum_rows g only when x
-                                   needs it. Rows: (N, C, H), or labelled rows then C per unlabelled
-                                   example (M, H)
+                                   buffer, so only a chunk of logits ever exists. Backward: dl = g s
+                                   and db = s^T g in one kernel pass (eager autograd: in place over s,
+                                   which it uses once), then dW = dl^T h and dh = dl W (GEMMs);
+                                   dx = (sum_rows g h) W^T + b sum_rows g only when x needs it.
+                                   Rows: (N, C, H), or labelled rows then C per unlabelled example (M, H)
     elbo_reduction                 per-example losses and their backward, one pass each, in double
 
 Numerics: float32 and float64 (one dtype for all float inputs of an op; int64 class indices); float32
@@ -375,8 +375,31 @@ def _bernoulli_backward(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(dh (M, H), dW (D, H), db (D,), dx (N, D)), each an empty tensor when not needed.
 
-    s: x - sigmoid(l) (M, D) from the forward, or empty: then recomputed here (chunked GEMM + epilogue).
+    s: x - sigmoid(l) (M, D) from the forward (read, never written), or empty: then recomputed here
+    (chunked GEMM + epilogue). The backward custom op; eager autograd uses s up instead
+    (`_bernoulli_backward_consuming_s`) with the same arithmetic, so the two give the same bits.
     """
+    return _bernoulli_backward_rows(
+        grad_ll, h, weight, bias, x, s, n_l, C, need_h, need_weight, need_bias, need_x, s_is_spare=False
+    )
+
+
+def _bernoulli_backward_consuming_s(grad_ll, h, weight, bias, x, s, n_l, C, need_h, need_weight, need_bias, need_x):
+    """`_bernoulli_backward` that may overwrite s (eager autograd's single use of it; see _bernoulli_vjp)."""
+    return _bernoulli_backward_rows(
+        grad_ll, h, weight, bias, x, s, n_l, C, need_h, need_weight, need_bias, need_x, s_is_spare=True
+    )
+
+
+def _bernoulli_backward_rows(
+    grad_ll, h, weight, bias, x, s, n_l, C, need_h, need_weight, need_bias, need_x, s_is_spare: bool
+):
+    """dl = g * s (M, D) by one kernel pass that also sums db = sum_rows dl; then dW = dl^T h and
+    dh = dl W, plain GEMMs. dl overwrites s when s is spare (recomputed here, or used up by eager
+    autograd), else gets its own buffer. At MNIST sizes (benchmarks/profile_cpu_step.py, 2 threads) this
+    is ~0.5 ms per step faster than never forming dl (a g * h pass before dW = s^T (g h), and dh = s W
+    scaled by g in place after it: two (M, H) passes instead of one (M, D) pass), in the same memory
+    when s is spare."""
     ext = _ext.require_ext()
     M, H = h.shape
     D = weight.shape[0]
@@ -389,24 +412,20 @@ def _bernoulli_backward(
         if s.numel() != M * D:
             bias_c = bias.contiguous() if bias is not None else None
             _, s = _bernoulli_forward(h_rows, weight, bias_c, x.contiguous(), n_l, C, True)
-        # dl = g[:, None] * s is never formed: dW = s^T (g * h) first, then dh = g * (s W) written into
-        # the (dead) g * h buffer, so one (M, H) buffer serves both: the step's memory peak is here,
-        # and forming dl instead would take 7.3 MB more at MNIST sizes (4.7 MB more with separate g * h
-        # and dh buffers); the time is the same (benchmarks/profile_cpu_step.py --ops).
-        dtype = _dtype(h)
+            s_is_spare = True
         if need_bias:
             dbias = h.new_empty((D,))
-        work = h.new_empty((M, H)) if (need_weight or need_h) else h.new_empty((0,))
-        if need_weight or need_bias:  # g * h into work, db = s^T g: one pass
-            ext.bernoulli_linear_backward_rows(
-                _ptr(s), _ptr(g), _ptr(h_rows), 0, _ptr(work) if need_weight else 0, _ptr(dbias), M, D, H, dtype
-            )
+        dtype = _dtype(h)
+        if s_is_spare:  # in place: s[r] *= g[r], each row's db term read first
+            dl = s
+            ext.bernoulli_linear_backward_rows(_ptr(s), _ptr(g), 0, _ptr(dl), 0, _ptr(dbias), M, D, D, dtype)
+        else:  # dl[r] = g[r] * s[r] into its own buffer: the same products
+            dl = h.new_empty((M, D))
+            ext.bernoulli_linear_backward_rows(_ptr(s), _ptr(g), _ptr(s), 0, _ptr(dl), _ptr(dbias), M, D, D, dtype)
         if need_weight:
-            dweight = torch.mm(s.t(), work)
+            dweight = torch.mm(dl.t(), h_rows)
         if need_h:
-            torch.mm(s, weight, out=work)  # s W, then scaled by g in place
-            ext.bernoulli_linear_backward_rows(0, _ptr(g), 0, _ptr(work), 0, 0, M, D, H, dtype)
-            dh = work
+            dh = torch.mm(dl, weight)
     if need_x:  # dx[n] = W (sum of g h over example n's rows) + b (sum of g over them)
         dx = bernoulli_linear_dx(g, h_rows, weight, bias, n_l, C, x.shape[0])
     return dh, dweight, dbias, dx
@@ -426,6 +445,7 @@ def _bernoulli_setup_context(ctx, inputs, output) -> None:
     h, weight, bias, x, n_l, C, store_s = inputs
     _, s = output
     ctx.layout = (n_l, C)
+    ctx.s_used = False
     ctx.save_for_backward(h, weight, bias, x, s)
     ctx.mark_non_differentiable(s)
     ctx.set_materialize_grads(False)
@@ -436,6 +456,12 @@ def _bernoulli_vjp(ctx, backward, grad_ll, grad_s):
     if grad_ll is None or not any(needs[:4]):
         return None, None, None, None, None, None, None
     h, weight, bias, x, s = ctx.saved_tensors
+    if ctx.s_used:  # a second backward through the same graph (retain_graph): s is gone, recompute it
+        s = s.new_empty((0,))
+    elif backward is _bernoulli_backward and s.numel() == h.shape[0] * weight.shape[0] and s.numel():
+        # Eager autograd: the backward is the plain function and s is this node's alone; use it up.
+        backward = _bernoulli_backward_consuming_s
+        ctx.s_used = True
     dh, dweight, dbias, dx = backward(
         grad_ll, h, weight, bias, x, s, *ctx.layout, needs[0], needs[1], bias is not None and needs[2], needs[3]
     )

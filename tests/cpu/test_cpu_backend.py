@@ -215,6 +215,26 @@ EXTREME = torch.tensor([-1e4, -100.0, -88.0, -30.0, -1.0, -1e-3, 0.0, 1e-3, 1.0,
                        dtype=torch.float64)
 
 
+def test_bernoulli_linear_backward_twice_with_retain_graph():
+    """Eager autograd's backward turns the kept s into dl in place; a second backward through the same
+    graph (retain_graph) recomputes s and gives the same gradients, bit for bit."""
+    N, n_l, C, H, D = 9, 3, 4, 13, 21
+    g = torch.Generator().manual_seed(41)
+    h = torch.randn(n_l + (N - n_l) * C, H, generator=g).requires_grad_(True)
+    weight = (torch.randn(D, H, generator=g) * 0.3).requires_grad_(True)
+    bias = torch.randn(D, generator=g).requires_grad_(True)
+    x = (torch.rand(N, D, generator=g) < 0.3).float()
+    ll = _ops().bernoulli_loglik_linear(h, weight, bias, x, n_l)
+    upstream = torch.randn(ll.shape, generator=g)
+    first = torch.autograd.grad(ll, (h, weight, bias), upstream, retain_graph=True)
+    second = torch.autograd.grad(ll, (h, weight, bias), upstream)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    expected = torch.autograd.grad(bernoulli_loglik_linear_torch(h, weight, bias, x, n_l), (h, weight, bias), upstream)
+    for a, b in zip(first, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_bernoulli_linear_extreme_logits():
     # h[n, c, 0] = 1 and W[:, 0] = EXTREME make l[n, c, :] = EXTREME + small, |l| up to 1e4.
     D, H, N, C = EXTREME.numel(), 3, 2, 3
