@@ -48,7 +48,8 @@ def per_example_losses(model, ops, x_l, y_l, x_u, eps_l, eps_u, alpha: float) ->
     classes = torch.arange(n_classes, device=x_all.device).repeat(n_u)
     classes = torch.cat([y_l, classes]) if n_l else classes
     h_dec = ops.class_conditional_activation(z @ w_z.t(), dec_columns, classes, decoder.activation)
-    ll = ops.bernoulli_loglik_linear(decoder.run_hidden_layers(h_dec), decoder.output.weight, decoder.output.bias, x_all, n_l)
+    output = decoder.output
+    ll = ops.bernoulli_loglik_linear(decoder.run_hidden_layers(h_dec), output.weight, output.bias, x_all, n_l)
     ll_l, ll_u = ll[:n_l], ll[n_l:].view(n_u, n_classes)
     kl_l, kl_u = kl[:n_l], kl[n_l:].view(n_u, n_classes)
     return ops.elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha)

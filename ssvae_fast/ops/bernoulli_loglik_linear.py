@@ -182,5 +182,6 @@ def bernoulli_loglik_linear_torch(
     n_classes = check_bernoulli_linear_inputs(h, weight, bias, x, n_labelled)
     if h.dim() == 3:
         n = h.shape[0]
-        return _BernoulliLoglikLinear.apply(h.reshape(n * n_classes, h.shape[2]), weight, bias, x, 0, n_classes).view(n, n_classes)
+        rows = h.reshape(n * n_classes, h.shape[2])
+        return _BernoulliLoglikLinear.apply(rows, weight, bias, x, 0, n_classes).view(n, n_classes)
     return _BernoulliLoglikLinear.apply(h, weight, bias, x, n_labelled, n_classes)

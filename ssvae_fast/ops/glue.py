@@ -154,3 +154,117 @@ def elbo_fused_op(backend: str, forward: Callable, backward: Callable, device_ty
         f"elbo_reduction_{backend}", forward, _elbo_forward_fake, backward, _elbo_backward_fake,
         _elbo_setup_context, _elbo_vjp, device_types=device_types,
     )
+
+
+# ------------------------------------------------------------------------------------------------------
+# The GPU backends' (cuda, triton) class-conditional and Gaussian ops: the same fakes and formulas.
+# Class-conditional forward inputs: a, w_y, classes, activation; backward op: (grad, a, w_y, classes,
+# activation) -> (da (N, H), dw_y (H, C)). Gaussian forward inputs: head, eps; backward op: (head, eps,
+# grad_z, grad_kl) -> (d head, d eps).
+# ------------------------------------------------------------------------------------------------------
+def _class_conditional_forward_fake(a, w_y, classes, activation):
+    from .class_conditional import class_conditional_output_shape
+
+    return a.new_empty(class_conditional_output_shape(a, w_y, classes))
+
+
+def _class_conditional_backward_fake(grad, a, w_y, classes, activation):
+    return a.new_empty(a.shape), a.new_empty(w_y.shape)
+
+
+def _class_conditional_setup_context(ctx, inputs, output) -> None:
+    a, w_y, classes, activation = inputs
+    ctx.save_for_backward(a, w_y, classes)
+    ctx.activation = activation
+
+
+def _class_conditional_vjp(ctx, backward, grad):
+    a, w_y, classes = ctx.saved_tensors
+    da, dw_y = backward(grad, a, w_y, classes, ctx.activation)
+    needs = ctx.needs_input_grad
+    return (da if needs[0] else None, dw_y if needs[1] else None, None, None)
+
+
+def class_conditional_fused_op(backend: str, forward: Callable, backward: Callable) -> FusedOp:
+    """`ssvae_fast::class_conditional_activation_<backend>` and its backward op (GPU backends)."""
+    return FusedOp(
+        f"class_conditional_activation_{backend}", forward, _class_conditional_forward_fake, backward,
+        _class_conditional_backward_fake, _class_conditional_setup_context, _class_conditional_vjp,
+    )
+
+
+def _gaussian_forward_fake(head, eps):
+    return head.new_empty(eps.shape), head.new_empty((eps.shape[0],))
+
+
+def _gaussian_backward_fake(head, eps, grad_z, grad_kl):
+    return head.new_empty((eps.shape[0], 2 * eps.shape[1])), head.new_empty(eps.shape)
+
+
+def _gaussian_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _gaussian_vjp(ctx, backward, grad_z, grad_kl):
+    head, eps = ctx.saved_tensors
+    dhead, deps = backward(head, eps, grad_z, grad_kl)
+    needs = ctx.needs_input_grad
+    return (dhead if needs[0] else None, deps if needs[1] else None)
+
+
+def gaussian_fused_op(backend: str, forward: Callable, backward: Callable) -> FusedOp:
+    """`ssvae_fast::gaussian_reparam_kl_<backend>` and its backward op (GPU backends)."""
+    return FusedOp(
+        f"gaussian_reparam_kl_{backend}", forward, _gaussian_forward_fake, backward, _gaussian_backward_fake,
+        _gaussian_setup_context, _gaussian_vjp,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------
+# The GPU backends' Bernoulli op. Forward inputs: h (M, H) rows, weight, bias, x, n_labelled, n_classes,
+# store_s, then the backend's own (the cuda precision); outputs (ll (M,), s). Backward op: (grad_ll, h,
+# weight, bias, x, s, n_labelled, n_classes, *extra) -> (dh, dW, db or empty, dx), where extra comes from
+# the forward inputs through the backend's `backward_extra`.
+# ------------------------------------------------------------------------------------------------------
+def _bernoulli_forward_fake(h, weight, bias, x, n_labelled, n_classes, store_s, *extra):
+    return h.new_empty((h.shape[0],)), h.new_empty((h.shape[0], weight.shape[0]) if store_s else (0,))
+
+
+def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, n_labelled, n_classes, *extra):
+    return (
+        h.new_empty(h.shape),
+        weight.new_empty(weight.shape),
+        h.new_empty((weight.shape[0],) if bias is not None else (0,)),
+        x.new_empty(x.shape),
+    )
+
+
+def bernoulli_fused_op(backend: str, forward: Callable, backward: Callable, backward_extra: Callable) -> FusedOp:
+    """`ssvae_fast::bernoulli_loglik_linear_<backend>` and its backward op (GPU backends);
+    backward_extra(forward inputs) -> the tuple of trailing backward arguments."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        h, weight, bias, x, n_labelled, n_classes = inputs[:6]
+        _, s = output
+        ctx.save_for_backward(h, weight, bias, x, s)
+        ctx.layout, ctx.extra, ctx.n_inputs = (n_labelled, n_classes), tuple(backward_extra(inputs)), len(inputs)
+        ctx.mark_non_differentiable(s)
+        ctx.set_materialize_grads(False)
+
+    def vjp(ctx, backward, grad_ll, grad_s):
+        if grad_ll is None:
+            return (None,) * ctx.n_inputs
+        h, weight, bias, x, s = ctx.saved_tensors
+        dh, dweight, dbias, dx = backward(grad_ll, h, weight, bias, x, s, *ctx.layout, *ctx.extra)
+        needs = ctx.needs_input_grad
+        return (
+            dh if needs[0] else None,
+            dweight if needs[1] else None,
+            dbias if bias is not None and needs[2] else None,
+            dx if needs[3] else None,
+        ) + (None,) * (ctx.n_inputs - 4)
+
+    return FusedOp(
+        f"bernoulli_loglik_linear_{backend}", forward, _bernoulli_forward_fake, backward, _bernoulli_backward_fake,
+        setup_context, vjp,
+    )

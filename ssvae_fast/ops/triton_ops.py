@@ -43,7 +43,9 @@ from .bernoulli_loglik_linear import (
 from .class_conditional import check_class_conditional_inputs, class_conditional_output_shape
 from .elbo import check_elbo_inputs
 from .gaussian import check_gaussian_inputs
-from .glue import FusedOp, autocast_inputs, elbo_fused_op
+from .glue import (
+    autocast_inputs, bernoulli_fused_op, class_conditional_fused_op, elbo_fused_op, gaussian_fused_op
+)
 
 __all__ = [
     "class_conditional_activation_triton",
@@ -128,10 +130,6 @@ def _class_conditional_forward(a: Tensor, w_y: Tensor, classes: Optional[Tensor]
     return out
 
 
-def _class_conditional_fake(a, w_y, classes, activation):
-    return a.new_empty(class_conditional_output_shape(a, w_y, classes))
-
-
 def _class_conditional_backward_impl(
     grad: Tensor, a: Tensor, w_y: Tensor, classes: Optional[Tensor], activation: str
 ) -> Tuple[Tensor, Tensor]:
@@ -164,31 +162,8 @@ def _class_conditional_backward_impl(
     return da, dw_y
 
 
-def _class_conditional_backward_fake(grad, a, w_y, classes, activation):
-    return torch.empty_like(a, memory_format=torch.contiguous_format), a.new_empty((w_y.shape[0], w_y.shape[1]))
-
-
-def _class_conditional_setup_context(ctx, inputs, output) -> None:
-    a, w_y, classes, activation = inputs
-    ctx.save_for_backward(a, w_y, classes)
-    ctx.activation = activation
-
-
-def _class_conditional_vjp(ctx, backward, grad):
-    a, w_y, classes = ctx.saved_tensors
-    da, dw_y = backward(grad, a, w_y, classes, ctx.activation)
-    return (
-        da if ctx.needs_input_grad[0] else None,
-        dw_y if ctx.needs_input_grad[1] else None,
-        None,
-        None,
-    )
-
-
-_class_conditional_op = FusedOp(
-    "class_conditional_activation_triton", _class_conditional_forward, _class_conditional_fake,
-    _class_conditional_backward_impl, _class_conditional_backward_fake, _class_conditional_setup_context,
-    _class_conditional_vjp,
+_class_conditional_op = class_conditional_fused_op(
+    "triton", _class_conditional_forward, _class_conditional_backward_impl
 )
 
 
@@ -234,10 +209,6 @@ def _gaussian_forward(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
     return z, kl
 
 
-def _gaussian_fake(head, eps):
-    return head.new_empty(eps.shape), head.new_empty((eps.shape[0],))
-
-
 def _gaussian_backward_impl(head: Tensor, eps: Tensor, grad_z: Tensor, grad_kl: Tensor) -> Tuple[Tensor, Tensor]:
     """(d head (R, 2Z), d eps (R, Z)), contiguous."""
     R, Z = eps.shape
@@ -256,24 +227,7 @@ def _gaussian_backward_impl(head: Tensor, eps: Tensor, grad_z: Tensor, grad_kl: 
     return dhead, deps
 
 
-def _gaussian_backward_fake(head, eps, grad_z, grad_kl):
-    return head.new_empty((eps.shape[0], 2 * eps.shape[1])), head.new_empty(eps.shape)
-
-
-def _gaussian_setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*inputs)
-
-
-def _gaussian_vjp(ctx, backward, grad_z, grad_kl):
-    head, eps = ctx.saved_tensors
-    dhead, deps = backward(head, eps, grad_z, grad_kl)
-    return (dhead if ctx.needs_input_grad[0] else None, deps if ctx.needs_input_grad[1] else None)
-
-
-_gaussian_op = FusedOp(
-    "gaussian_reparam_kl_triton", _gaussian_forward, _gaussian_fake, _gaussian_backward_impl, _gaussian_backward_fake,
-    _gaussian_setup_context, _gaussian_vjp,
-)
+_gaussian_op = gaussian_fused_op("triton", _gaussian_forward, _gaussian_backward_impl)
 
 
 def gaussian_reparam_kl_triton(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
@@ -316,11 +270,6 @@ def _bernoulli_forward(
     return ll, s
 
 
-def _bernoulli_fake(h, weight, bias, x, n_labelled, n_classes, store_s):
-    M = h.shape[0]
-    return h.new_empty((M,)), h.new_empty((M, weight.shape[0]) if store_s else (0,))
-
-
 def _bernoulli_backward_impl(
     grad_ll: Tensor, h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, s: Tensor,
     n_labelled: int, n_classes: int, recompute: bool,
@@ -353,45 +302,8 @@ def _bernoulli_backward_impl(
     return bernoulli_linear_vjp_from_s(s, g, h, weight, bias, n_labelled, n_classes, x.shape[0])
 
 
-def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, n_labelled, n_classes, recompute):
-    return (
-        h.new_empty(h.shape),
-        weight.new_empty(weight.shape),
-        h.new_empty((weight.shape[0],) if bias is not None else (0,)),
-        x.new_empty(x.shape),
-    )
-
-
-def _bernoulli_setup_context(ctx, inputs, output) -> None:
-    h, weight, bias, x, n_labelled, n_classes, store_s = inputs
-    _, s = output
-    ctx.save_for_backward(h, weight, bias, x, s)
-    ctx.layout = (n_labelled, n_classes)
-    ctx.recompute = not store_s
-    ctx.mark_non_differentiable(s)
-    ctx.set_materialize_grads(False)
-
-
-def _bernoulli_vjp(ctx, backward, grad_ll, grad_s):
-    if grad_ll is None:
-        return None, None, None, None, None, None, None
-    h, weight, bias, x, s = ctx.saved_tensors
-    dh, dweight, dbias, dx = backward(grad_ll, h, weight, bias, x, s, *ctx.layout, ctx.recompute)
-    needs = ctx.needs_input_grad
-    return (
-        dh if needs[0] else None,
-        dweight if needs[1] else None,
-        dbias if bias is not None and needs[2] else None,
-        dx if needs[3] else None,
-        None,
-        None,
-        None,
-    )
-
-
-_bernoulli_op = FusedOp(
-    "bernoulli_loglik_linear_triton", _bernoulli_forward, _bernoulli_fake, _bernoulli_backward_impl, _bernoulli_backward_fake,
-    _bernoulli_setup_context, _bernoulli_vjp,
+_bernoulli_op = bernoulli_fused_op(
+    "triton", _bernoulli_forward, _bernoulli_backward_impl, lambda inputs: (not inputs[6],)  # recompute: s was not stored
 )
 
 
