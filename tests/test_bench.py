@@ -208,3 +208,22 @@ def test_pyro_m2_matches_the_m2_objective_in_expectation():
     assert abs(ours.mean().item() - theirs.mean().item()) < 5 * stderr
     pyro_m2.loss(x_l, y_l, x_u).backward()  # gradients reach every network
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_profile_cpu_step_runs_every_mode(capsys):
+    """benchmarks/profile_cpu_step.py (the cpu backend's iteration tool) still drives the ops it names:
+    one round of the step providers, its options and the Bernoulli op's variants."""
+    from ssvae_fast import _ext
+
+    if not _ext.HAS_EXT:
+        pytest.skip(f"the compiled extension is not built ({_ext.EXT_IMPORT_ERROR})")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("profile_cpu_step", REPO_ROOT / "benchmarks" / "profile_cpu_step.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    providers = "cpu,cpu:recompute,cpu:store-chunk=256,gemm"
+    assert tool.main(["--providers", providers, "--rounds", "1", "--warmup", "1"]) == 0
+    assert "cpu / gemm" in capsys.readouterr().out
+    assert tool.main(["--ops", "--rounds", "1"]) == 0
+    assert "fwd + bwd custom ops, no autograd" in capsys.readouterr().out
