@@ -126,6 +126,30 @@ def _example_of_rows(rows64, n_l, n_classes):
     return tl.where(rows64 < n_l, rows64, n_l + tl.maximum(rows64 - n_l, 0) // n_classes)
 
 
+@triton.jit
+def _logits_and_x_tile(
+    h_ptr, w_ptr, b_ptr, x_ptr, pid_m, pid_d, M, D, H, n_l, n_classes,
+    stride_hm, stride_hk, stride_wd, stride_wk, stride_b, stride_xn, stride_xd,
+    HAS_BIAS: tl.constexpr, IS_FP64: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The (BLOCK_M, BLOCK_D) tile (pid_m, pid_d) both kernels start from: its row indices, column indices,
+    row mask and tile mask, the logits, and x of each row's example, in the compute dtype."""
+    rows64 = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols64 = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    row_mask = rows64 < M
+    col_mask = cols64 < D
+    mask = row_mask[:, None] & col_mask[None, :]
+    logits = _logits_tile(
+        h_ptr, w_ptr, b_ptr, rows64, row_mask, cols64, col_mask, H,
+        stride_hm, stride_hk, stride_wd, stride_wk, stride_b,
+        HAS_BIAS, IS_FP64, INPUT_PRECISION, BLOCK_M, BLOCK_D, BLOCK_K,
+    )
+    examples = _example_of_rows(rows64, n_l, n_classes)
+    x = tl.load(x_ptr + examples[:, None] * stride_xn + cols64[None, :] * stride_xd, mask=mask, other=0.0)
+    return rows64, cols64, row_mask, mask, logits, to_compute(x, IS_FP64)
+
+
 @triton.autotune(configs=gemm_configs(), key=["M", "D", "H"])
 @triton.jit
 def _bernoulli_loglik_linear_fwd_kernel(
@@ -156,22 +180,12 @@ def _bernoulli_loglik_linear_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
     pid_d = tl.program_id(1)
-    rows64 = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    cols64 = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
-    row_mask = rows64 < M
-    col_mask = cols64 < D
-    mask = row_mask[:, None] & col_mask[None, :]
-
-    logits = _logits_tile(
-        h_ptr, w_ptr, b_ptr, rows64, row_mask, cols64, col_mask, H,
-        stride_hm, stride_hk, stride_wd, stride_wk, stride_b,
+    rows64, cols64, row_mask, mask, logits, x = _logits_and_x_tile(
+        h_ptr, w_ptr, b_ptr, x_ptr, tl.program_id(0), pid_d, M, D, H, n_l, n_classes,
+        stride_hm, stride_hk, stride_wd, stride_wk, stride_b, stride_xn, stride_xd,
         HAS_BIAS, IS_FP64, INPUT_PRECISION, BLOCK_M, BLOCK_D, BLOCK_K,
     )
-    examples = _example_of_rows(rows64, n_l, n_classes)
-    x = tl.load(x_ptr + examples[:, None] * stride_xn + cols64[None, :] * stride_xd, mask=mask, other=0.0)
-    x = to_compute(x, IS_FP64)
     softplus, sigmoid = softplus_and_sigmoid(logits)
     terms = tl.where(mask, x * logits - softplus, 0.0)
     tl.store(ll_part_ptr + pid_d.to(tl.int64) * M + rows64, tl.sum(terms, axis=1), mask=row_mask)
@@ -222,22 +236,12 @@ def _bernoulli_loglik_linear_bwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
     pid_d = tl.program_id(1)
-    rows64 = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    cols64 = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
-    row_mask = rows64 < M
-    col_mask = cols64 < D
-    mask = row_mask[:, None] & col_mask[None, :]
-
-    logits = _logits_tile(
-        h_ptr, w_ptr, b_ptr, rows64, row_mask, cols64, col_mask, H,
-        stride_hm, stride_hk, stride_wd, stride_wk, stride_b,
+    rows64, cols64, row_mask, mask, logits, x = _logits_and_x_tile(
+        h_ptr, w_ptr, b_ptr, x_ptr, tl.program_id(0), pid_d, M, D, H, n_l, n_classes,
+        stride_hm, stride_hk, stride_wd, stride_wk, stride_b, stride_xn, stride_xd,
         HAS_BIAS, IS_FP64, INPUT_PRECISION, BLOCK_M, BLOCK_D, BLOCK_K,
     )
-    examples = _example_of_rows(rows64, n_l, n_classes)
-    x = tl.load(x_ptr + examples[:, None] * stride_xn + cols64[None, :] * stride_xd, mask=mask, other=0.0)
-    x = to_compute(x, IS_FP64)
     g = to_compute(tl.load(g_ptr + rows64 * stride_g, mask=row_mask, other=0.0), IS_FP64)
     _, sigmoid = softplus_and_sigmoid(logits)
     dl = g[:, None] * (x - sigmoid)
