@@ -109,6 +109,40 @@ class _Restore:
         _settings[self._key] = self._previous
 
 
+def _interpreter_scalar_index_compat():
+    """Let the interpreter of triton <= 3.6 run kernels whose loop bounds are runtime ints under numpy >= 2.4.
+
+    That interpreter holds a scalar argument as a shape-(1,) array and turns it into a Python int (for
+    `range(0, H, BLOCK_K)`) with int(array), which numpy 2.4 refuses ("only 0-dimensional arrays can be
+    converted to Python scalars"); later triton releases read the one element instead. This wraps the
+    interpreter's per-launch patching so that `tensor.__index__` reads the one element on every version;
+    its patch scope restores attributes last-in first-out, so the wrapper's change is undone first.
+    A no-op when the interpreter's internals are not the ones expected."""
+    try:
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    patch_lang = getattr(interpreter, "_patch_lang", None)
+    if patch_lang is None or getattr(patch_lang, "_ssvae_fast_compat", False):
+        return
+
+    def index(self):
+        return int(self.handle.data.reshape(-1)[0])
+
+    def patched(fn):
+        scope = patch_lang(fn)
+        if hasattr(scope, "set_attr"):
+            scope.set_attr(tl.core.tensor, "__index__", index)
+        return scope
+
+    patched._ssvae_fast_compat = True
+    interpreter._patch_lang = patched
+
+
+if interpreting():
+    _interpreter_scalar_index_compat()
+
+
 # ------------------------------------------------------------------------------------------------------
 # Device helpers shared by the kernel files.
 # ------------------------------------------------------------------------------------------------------
