@@ -13,6 +13,11 @@ from .functional import ACTIVATIONS
 from .networks import Classifier, Decoder, Encoder
 
 REDUCTIONS = ("mean", "sum", "none")
+CHECKPOINT_FORMAT = "ssvae_fast.M2/1"
+
+
+def _sizes(sizes: Optional[Sequence[int]]) -> Optional[list]:
+    return None if sizes is None else [int(s) for s in sizes]
 
 
 class M2(nn.Module):
@@ -63,6 +68,11 @@ class M2(nn.Module):
         self.classifier = Classifier(x_dim, n_classes, pick(classifier_hidden), activation)
         self.encoder = Encoder(x_dim, n_classes, z_dim, pick(encoder_hidden), activation)
         self.decoder = Decoder(x_dim, n_classes, z_dim, pick(decoder_hidden), activation)
+        self._config = dict(
+            x_dim=int(x_dim), n_classes=int(n_classes), z_dim=int(z_dim), hidden=_sizes(hidden),
+            activation=activation, classifier_hidden=_sizes(classifier_hidden),
+            encoder_hidden=_sizes(encoder_hidden), decoder_hidden=_sizes(decoder_hidden),
+        )
 
     @property
     def backend(self) -> str:
@@ -76,6 +86,32 @@ class M2(nn.Module):
 
     def extra_repr(self) -> str:
         return f"backend={self._backend!r}"
+
+    @property
+    def config(self) -> dict:
+        """The constructor's arguments except `backend`: `M2(**model.config)` builds the same networks."""
+        return dict(self._config)
+
+    def save(self, path) -> None:
+        """Write the constructor's arguments and the parameters to `path` (one file; `M2.load` reads it)."""
+        torch.save({"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path, *, backend: str = "auto", map_location="cpu") -> "M2":
+        """The model `M2.save` wrote to `path`, its tensors on `map_location`, with the given backend.
+
+        Reads with `torch.load(weights_only=True)`: a checkpoint holds tensors and plain values only."""
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # pickle, zip and weights_only errors all mean "not a checkpoint we wrote"
+            raise ValueError(f"{path}: not an M2 checkpoint written by M2.save ({exc.__class__.__name__})") from None
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not an M2 checkpoint written by M2.save")
+        model = cls(**checkpoint["config"], backend=backend)
+        model.load_state_dict(checkpoint["state_dict"], assign=True)  # the tensors as loaded: their device
+        return model
 
     def resolved_backend(self, device: Optional[torch.device] = None) -> str:
         """The concrete backend the loss uses on `device` (default: the parameters' device)."""

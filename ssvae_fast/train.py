@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+import numpy as np
 import torch
 
 from . import backends, data
@@ -74,6 +76,7 @@ class TrainResult:
     alpha: float
     description: str
     history: list = field(default_factory=list)  # per epoch: {"epoch", "loss", "test_accuracy"}
+    split: Optional[data.SemiSupervisedSplit] = None  # the data it was trained and tested on
 
     def summary(self) -> str:
         return (
@@ -159,7 +162,13 @@ def train(config: TrainConfig, split: Optional[data.SemiSupervisedSplit] = None)
         progress.set_postfix(epoch=epoch, loss=f"{epoch_loss / steps_per_epoch:.2f}", acc=f"{100 * test_acc:.1f}%")
     progress.close()
     wall = time.perf_counter() - start
-    return TrainResult(model, test_acc, cfg.epochs, wall, backend, alpha, split.description, history)
+    return TrainResult(model, test_acc, cfg.epochs, wall, backend, alpha, split.description, history, split)
+
+
+def first_test_image_of_each_class(split: data.SemiSupervisedSplit) -> torch.Tensor:
+    """(K, D): the first test image of each class that the test set holds, in class order."""
+    picks = [int(np.flatnonzero(split.y_test == c)[0]) for c in range(split.n_classes) if (split.y_test == c).any()]
+    return torch.as_tensor(split.x_test[picks])
 
 
 class _NoProgress:
@@ -199,6 +208,9 @@ def add_train_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", default=None, help="also write the result and history to this JSON file")
+    parser.add_argument("--save", default=None, metavar="FILE", help="save the trained model (M2.load reads it)")
+    parser.add_argument("--figure", default=None, metavar="PNG",
+                        help="draw the first test image of each class and its style under every class")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -209,8 +221,23 @@ def run_from_args(args: argparse.Namespace) -> int:
         activation=args.activation, backend=args.backend, binarize=args.binarize, seed=args.seed,
         device=args.device, progress=not args.no_progress,
     )
+    if args.figure:
+        _check_writable(args.figure, "--figure")
+    if args.save:
+        _check_writable(args.save, "--save")
     result = train(cfg)
     print(result.summary())
+    if args.save:
+        result.model.save(args.save)
+        print(f"model saved to {args.save}")
+    if args.figure:
+        from .images import write_style_figure
+
+        examples = first_test_image_of_each_class(result.split)
+        weight = result.model.decoder.output.weight
+        result.model.eval()
+        write_style_figure(result.model, examples.to(weight.device, weight.dtype), args.figure)
+        print(f"figure written to {args.figure}")
     if args.json:
         record = {
             "test_accuracy": result.test_accuracy, "epochs": result.epochs, "wall_time_s": result.wall_time_s,
@@ -220,3 +247,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=2)
     return 0
+
+
+def _check_writable(path: str, flag: str) -> None:
+    """Fail before training, not after it, when `path` cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise data.DatasetError(f"{flag} {path}: folder {folder} does not exist or is not writable")

@@ -103,6 +103,34 @@ def test_predict_sample_style_transfer():
     torch.testing.assert_close(styles[torch.arange(5), pred], recon)
 
 
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = M2(12, 3, 2, hidden=(8,), activation="relu", decoder_hidden=(9, 7), backend="torch")
+    path = tmp_path / "m2.pt"
+    model.save(path)
+    loaded = M2.load(path, backend="reference")
+    assert loaded.config == model.config and loaded.config["decoder_hidden"] == [9, 7]
+    assert loaded.backend == "reference" and loaded.activation == "relu"
+    for (name, a), (name_b, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert name == name_b and torch.equal(a, b)
+    b = make_batch(model, 3, 4, seed=1)
+    loss = model.loss(b.x_l, b.y_l, b.x_u, alpha=2.0, eps_l=b.eps_l, eps_u=b.eps_u, reduction="none")
+    again = loaded.loss(b.x_l, b.y_l, b.x_u, alpha=2.0, eps_l=b.eps_l, eps_u=b.eps_u, reduction="none")
+    torch.testing.assert_close(again, loss)
+    assert M2(**model.config).config == model.config
+
+
+def test_load_rejects_what_save_did_not_write(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an M2 checkpoint"):
+        M2.load(tmp_path / "other.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(ValueError, match="not an M2 checkpoint"):
+        M2.load(tmp_path / "text.pt")
+    with pytest.raises(FileNotFoundError):
+        M2.load(tmp_path / "missing.pt")
+
+
 def test_available_backends_and_errors():
     names = available_backends()
     assert "reference" in names and "torch" in names

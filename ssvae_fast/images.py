@@ -1,0 +1,82 @@
+"""Pictures of what M2 learned, as grayscale PNG files (no plotting library needed).
+
+    write_style_figure(model, x, "styles.png")   # a row per image of x: x, then x's style under every class
+
+`image_grid` tiles (rows, cols, D) images with D = side * side pixels in [0, 1]; `write_png` writes an
+(H, W) uint8 array as an 8-bit grayscale PNG (zlib from the standard library).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from typing import Optional
+
+import numpy as np
+import torch
+
+__all__ = ["image_side", "image_grid", "write_png", "style_figure", "write_style_figure"]
+
+
+def image_side(x_dim: int) -> int:
+    """The side of a square image of x_dim pixels; ValueError when x_dim is not a square."""
+    side = math.isqrt(x_dim)
+    if side * side != x_dim:
+        raise ValueError(f"x_dim = {x_dim} pixels is not a square image (28 x 28 = 784 for MNIST, 8 x 8 = 64 for digits)")
+    return side
+
+
+def image_grid(images, pad: int = 1, scale: int = 1) -> np.ndarray:
+    """(rows, cols, D) values in [0, 1] -> an (H, W) uint8 picture: square tiles of side sqrt(D), each
+    pixel repeated `scale` times in both directions, `pad` white pixels between and around tiles."""
+    images = torch.as_tensor(images).detach().to("cpu", torch.float64)
+    if images.dim() != 3:
+        raise ValueError(f"images must be (rows, cols, D), got shape {tuple(images.shape)}")
+    if pad < 0 or scale < 1:
+        raise ValueError(f"need pad >= 0 and scale >= 1, got pad={pad}, scale={scale}")
+    rows, cols, x_dim = images.shape
+    side = image_side(x_dim)
+    tiles = (images.clamp(0, 1) * 255).round().to(torch.uint8).view(rows, cols, side, side).numpy()
+    tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
+    cell = side * scale + pad
+    picture = np.full((rows * cell + pad, cols * cell + pad), 255, dtype=np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            top, left = pad + r * cell, pad + c * cell
+            picture[top : top + side * scale, left : left + side * scale] = tiles[r, c]
+    return picture
+
+
+def write_png(path, picture: np.ndarray) -> None:
+    """Write an (H, W) uint8 array as an 8-bit grayscale PNG."""
+    picture = np.asarray(picture)
+    if picture.ndim != 2 or picture.dtype != np.uint8 or 0 in picture.shape:
+        raise ValueError(f"picture must be a non-empty (H, W) uint8 array, got {picture.dtype} {picture.shape}")
+    height, width = picture.shape
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    # Each scanline is prefixed by its filter type, 0 (none).
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), picture], axis=1).tobytes()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit depth, grayscale, no interlace
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
+                + chunk(b"IEND", b""))
+
+
+def style_figure(model, x: torch.Tensor, scale: Optional[int] = None) -> np.ndarray:
+    """The picture `write_style_figure` writes: one row per image of x (B, D), the image itself, then
+    `model.style_transfer(x)`: its style (z = mu under its predicted class) decoded under each class.
+    `scale` (pixels per image pixel) defaults to tiles about 56 pixels wide."""
+    if scale is None:
+        scale = max(1, round(56 / image_side(model.x_dim)))
+    styles = model.style_transfer(x)  # (B, C, D) Bernoulli means
+    return image_grid(torch.cat([x.unsqueeze(1).to(styles.dtype), styles], dim=1), pad=2, scale=scale)
+
+
+def write_style_figure(model, x: torch.Tensor, path, scale: Optional[int] = None) -> None:
+    """Write `style_figure(model, x)` to `path` as a PNG (Kingma et al.'s analogies figure)."""
+    image_side(model.x_dim)  # a clear error before any work
+    write_png(path, style_figure(model, x, scale=scale))
