@@ -11,15 +11,19 @@
 #   bench-tf32  the benchmark grid at TF32 (the comparison the README reports)
 #   bench-bf16  the grid under bf16 autocast
 #   bench-fp32  the grid at full fp32
-# Each stage logs to DIR/<stage>.log and each grid writes DIR/cuda-<precision>-<date>.json, so a lease
-# that ends early still leaves what ran. Every named stage runs even when an earlier one fails; the exit
-# code is the first failure's. SSVAE_FAST_STAGE_TIMEOUT (seconds, default 540) stops a stage that
-# would outlive one call of a lease capped at 10 minutes a command.
+# Each stage logs to DIR/<stage>.log and each grid writes DIR/cuda-<precision>-<date>.json, rewritten
+# after every (provider, B) worker (fused backends first, the slowest compiles last), so a stage stopped
+# early still leaves what ran, marked "complete": false. Every named stage runs even when an earlier one
+# fails; the exit code is the first failure's. SSVAE_FAST_STAGE_TIMEOUT (seconds, default 540) stops a
+# stage that would outlive one call of a lease capped at 10 minutes a command;
+# SSVAE_FAST_WORKER_TIMEOUT (seconds, default 200) records one benchmark worker that runs longer as an
+# error and goes on with the next.
 #
 # On a lease of 10-minute calls, one call per line (the build stays installed while the machine is warm):
 #   bash benchmarks/gpu_session.sh --out "$OUT" build tests
 #   bash benchmarks/gpu_session.sh --out "$OUT" bench-tf32
-#   bash benchmarks/gpu_session.sh --out "$OUT" bench-bf16 bench-fp32
+#   bash benchmarks/gpu_session.sh --out "$OUT" bench-bf16
+#   bash benchmarks/gpu_session.sh --out "$OUT" bench-fp32
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=benchmarks/results
@@ -36,6 +40,7 @@ done
 mkdir -p "$results"
 stamp=$(date -u +%Y-%m-%d)
 limit=${SSVAE_FAST_STAGE_TIMEOUT:-540}
+bench=(python3 -m ssvae_fast.bench --device cuda --worker-timeout "${SSVAE_FAST_WORKER_TIMEOUT:-200}")
 status=0
 run() {  # run NAME CMD...: log to $results/NAME.log, stop it past $limit s, remember the first failure
     local name=$1; shift
@@ -55,13 +60,12 @@ for stage in "${stages[@]}"; do
         build) run build env SSVAE_FAST_CUDA=1 SSVAE_FAST_CUDA_ARCH=90 \
                    python3 -m pip install --no-build-isolation --no-deps -e . ;;
         tests) run tests python3 -m pytest tests -q -rs "${parallel[@]}" ;;
-        bench-tf32) run bench-tf32 python3 -m ssvae_fast.bench --device cuda --precisions tf32 \
-                        --out "$results/cuda-tf32-$stamp.json" ;;
-        bench-bf16) run bench-bf16 python3 -m ssvae_fast.bench --device cuda --precisions bf16 \
+        bench-tf32) run bench-tf32 "${bench[@]}" --precisions tf32 --out "$results/cuda-tf32-$stamp.json" ;;
+        bench-bf16) run bench-bf16 "${bench[@]}" --precisions bf16 \
                         --providers reference,reference-compile,torch,triton,cuda \
                         --out "$results/cuda-bf16-$stamp.json" ;;
-        bench-fp32) run bench-fp32 python3 -m ssvae_fast.bench --device cuda --precisions fp32 \
-                        --providers reference,torch,triton,cuda --out "$results/cuda-fp32-$stamp.json" ;;
+        bench-fp32) run bench-fp32 "${bench[@]}" --precisions fp32 --providers reference,torch,triton,cuda \
+                        --out "$results/cuda-fp32-$stamp.json" ;;
     esac
 done
 exit $status

@@ -1,7 +1,7 @@
 """Benchmark runner and report generator for M2's training step, its loss and its fused ops.
 
     python -m ssvae_fast.bench                            # the grid on the default device -> JSON + table
-    python -m ssvae_fast.bench --device cuda --sizes 100,1024,8192 --precisions tf32,fp32,bf16
+    python -m ssvae_fast.bench --device cuda --sizes 100,128,1024,8192 --precisions tf32,fp32,bf16
     python -m ssvae_fast.bench --fast                     # CI: few rounds, smallest size
     python -m ssvae_fast.bench table benchmarks/results/*.json [--all] [--readme README.md]
 
@@ -74,6 +74,10 @@ PROVIDERS = (
     "pyro",
 )
 OP_BACKENDS = ("torch", "triton", "cuda", "cpu")
+# The order workers run in (tables sort by PROVIDERS): the fused backends and their baselines first, the
+# slowest to compile last, so that a run stopped early has already measured what matters most.
+RUN_ORDER = ("triton", "cuda", "cpu", "torch", "reference", "reference-compile", "pyro",
+             "reference-compile-max-autotune")
 CUDAGRAPH_PROVIDERS = ("reference", "torch", "triton", "cuda")
 # (name shown in reports, BackendOps field): the four fused ops; class_conditional_activation twice, in
 # the encoder's form (labelled examples one class each, the others every class) and the decoder's (one
@@ -91,7 +95,7 @@ CUDAGRAPH_MODE = "train_step_cudagraph"
 MODES = LOSS_MODES + OP_MODES + (CUDAGRAPH_MODE,)
 TABLE_ORDER = ("train_step", CUDAGRAPH_MODE, "loss_forward", "loss_forward_backward") + OP_MODES
 
-SIZES = {"cpu": (64, 256), "cuda": (100, 1024, 8192)}
+SIZES = {"cpu": (64, 256), "cuda": (100, 128, 1024, 8192)}
 FAST_SIZES = {"cpu": (64,), "cuda": (100,)}
 CUDAGRAPH_SIZES = (100,)
 PRECISIONS = {
@@ -868,8 +872,13 @@ def run_grid(
     worker_timeout_s: float = 3600.0,
     command: Optional[str] = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+    checkpoint: Optional[Callable[[dict], None]] = None,
 ) -> dict:
-    """Run the grid and return the JSON document (see benchmarks/README.md for its schema)."""
+    """Run the grid and return the JSON document (see benchmarks/README.md for its schema).
+
+    Workers run in RUN_ORDER. `checkpoint`, when given, receives the document after every worker, with
+    "complete": false and "workers" {"done", "total"} (what a run stopped part-way leaves behind); the
+    returned document has "complete": true."""
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA GPU")
     sizes = tuple(sizes or (FAST_SIZES if fast else SIZES)[device])
@@ -889,19 +898,34 @@ def run_grid(
     if device == "cpu" and in_process:
         memory_reason = "not measured with --in-process (the CPU method needs a fresh process per provider)"
     specs, results = grid_specs(device, sizes, providers, precisions, modes, ops)
+    specs.sort(key=lambda spec: RUN_ORDER.index(spec["provider"]))  # stable: sizes stay in order
     ceilings = []
-    for spec in specs:
+
+    def document(done: int) -> dict:
+        for rec in results:
+            rec.setdefault("ceiling_fraction", None)
+        return _grid_document(device, sizes, precisions, timing, memory_reason, command, list(ceilings),
+                              list(results), done=done, total=len(specs))
+
+    for done, spec in enumerate(specs):
         spec.update(timing=timing, memory=memory_reason is None)
-        log(f"{spec['provider']} B={spec['B']}: {', '.join(spec['modes'])}")
+        log(f"[{done + 1}/{len(specs)}] {spec['provider']} B={spec['B']}: {', '.join(spec['modes'])}")
         t0 = time.perf_counter()
         out = run_worker(spec) if in_process else _run_spec_in_subprocess(spec, worker_timeout_s)
         log(f"  {time.perf_counter() - t0:.1f} s")
         results.extend(out["records"])
         ceilings.extend(out["ceilings"])
-    for rec in results:
-        rec.setdefault("ceiling_fraction", None)
+        if checkpoint is not None and done + 1 < len(specs):
+            checkpoint(document(done + 1))
+    return document(len(specs))
+
+
+def _grid_document(device, sizes, precisions, timing, memory_reason, command, ceilings, results, *,
+                   done: int, total: int) -> dict:
     return {
         "schema": SCHEMA,
+        "complete": done == total,
+        "workers": {"done": done, "total": total},
         "date": datetime.date.today().isoformat(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device,
@@ -1144,6 +1168,11 @@ def render_tables(doc: dict, modes: Sequence[str] = ("train_step", CUDAGRAPH_MOD
                 all_ops = ops == {r["op"] for r in rows}
                 what = f"`{provider}`" + ("" if not ops or all_ops else " " + ", ".join(f"`{o}`" for o in sorted(ops)))
                 out.append(f"- {what} {status} (B={', '.join(map(str, sorted(bs)))}): {reason}")
+        if doc.get("complete") is False:
+            workers = doc.get("workers", {})
+            out.append("")
+            out.append(f"- partial run: {workers.get('done', '?')} of {workers.get('total', '?')} (provider, B) "
+                       "workers finished before the run was stopped; the others have no figure here")
         out.append("")
     return "\n".join(out)
 
@@ -1212,7 +1241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "Subcommand `table FILE...` renders tables from results JSON.",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default=default_device)
-    parser.add_argument("--sizes", type=_csv(int), help="batch sizes B (default: cpu 64,256; cuda 100,1024,8192)")
+    parser.add_argument("--sizes", type=_csv(int), help="batch sizes B (default: cpu 64,256; cuda 100,128,1024,8192)")
     parser.add_argument("--providers", type=_csv(str), default=PROVIDERS, help=f"from {','.join(PROVIDERS)}")
     parser.add_argument("--precisions", type=_csv(str), help="fp32,tf32,bf16 (default: cpu fp32; cuda all)")
     parser.add_argument("--modes", type=_csv(str), default=MODES, help=f"from {','.join(MODES)}")
@@ -1221,15 +1250,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--fast", action="store_true", help="CI: 3 rounds, the smallest size, one precision")
     parser.add_argument("--in-process", action="store_true", help="no subprocesses (debugging; no CPU memory)")
-    parser.add_argument("--out", help="JSON path (default: benchmarks/results/<device>-<date>.json)")
+    parser.add_argument("--out", help="JSON path (default: benchmarks/results/<device>-<date>.json); "
+                                      "rewritten after every worker, so a run stopped part-way keeps its figures")
+    parser.add_argument("--worker-timeout", type=float, default=3600.0, metavar="S",
+                        help="stop a (provider, B) worker after S seconds and record it as an error")
     parser.add_argument("--all-tables", action="store_true", help="print tables of every mode, not only the step")
     args = parser.parse_args(argv)
+    if args.worker_timeout <= 0:
+        parser.error("--worker-timeout must be positive")
+    date = datetime.date.today().isoformat()
+    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / f"{args.device}-{date}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(document: dict) -> None:  # whole file or nothing: a reader never sees half a document
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(document, indent=1) + "\n")
+        os.replace(tmp, out)
+
     doc = run_grid(args.device, args.sizes, args.providers, args.precisions, args.modes, args.ops,
                    fast=args.fast, rounds=args.rounds, warmup=args.warmup, in_process=args.in_process,
+                   worker_timeout_s=args.worker_timeout, checkpoint=write,
                    command=" ".join(["python -m ssvae_fast.bench", *argv]))
-    out = Path(args.out) if args.out else REPO_ROOT / "benchmarks" / "results" / f"{args.device}-{doc['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    write(doc)
     print(render_tables(doc, TABLE_ORDER if args.all_tables else ("train_step", CUDAGRAPH_MODE)))
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -178,6 +178,32 @@ def test_report_runner_json_schema_table_and_readme(tmp_path):
     assert no_markers.read_text() == "nothing to rewrite\n"
 
 
+def test_grid_runs_fused_backends_first_and_checkpoints_partial_documents():
+    docs = []
+    final = bench.run_grid("cpu", sizes=(8,), providers=("reference", "torch"), modes=("train_step",), rounds=1,
+                           warmup=1, in_process=True, checkpoint=docs.append, log=lambda line: None)
+    assert len(docs) == 1  # after the first of two workers; the last one's document is the return value
+    partial = docs[0]
+    assert partial["complete"] is False and partial["workers"] == {"done": 1, "total": 2}
+    assert {r["provider"] for r in partial["results"]} == {"torch"}  # RUN_ORDER: torch before reference
+    assert "partial run: 1 of 2 (provider, B) workers finished" in bench.render_tables(partial)
+    assert final["complete"] is True and final["workers"] == {"done": 2, "total": 2}
+    assert {r["provider"] for r in final["results"]} == {"torch", "reference"}
+    assert "partial run" not in bench.render_tables(final)
+    assert sorted(bench.RUN_ORDER) == sorted(bench.PROVIDERS)
+
+
+def test_a_worker_past_its_time_limit_is_recorded_as_an_error():
+    spec = {"provider": "torch", "B": 8, "device": "cpu", "precisions": ["fp32"], "modes": ["train_step"],
+            "ops": [], "timing": bench.FAST_TIMING, "memory": False}
+    out = bench._run_spec_in_subprocess(spec, timeout_s=0.01)
+    assert out["ceilings"] == [] and len(out["records"]) == 1
+    record = out["records"][0]
+    assert record["status"] == "error" and "ran past" in record["reason"] and record["provider"] == "torch"
+    with pytest.raises(SystemExit):
+        bench.main(["run", "--device", "cpu", "--worker-timeout", "0"])
+
+
 def test_pyro_m2_matches_the_m2_objective_in_expectation():
     """Pyro's enumerated ELBO + classification loss is M2's loss up to Monte Carlo noise (Pyro estimates
     the KL by sampling): the means of 300 draws of each agree within 5 standard errors."""
@@ -227,3 +253,32 @@ def test_profile_cpu_step_runs_every_mode(capsys):
     assert "cpu / gemm" in capsys.readouterr().out
     assert tool.main(["--ops", "--rounds", "1"]) == 0
     assert "fwd + bwd custom ops, no autograd" in capsys.readouterr().out
+
+
+def test_gpu_session_script_runs_its_stages_in_order(tmp_path):
+    """benchmarks/gpu_session.sh wiring, with python3 and nvidia-smi replaced by recorders (no GPU needed)."""
+    import os
+    import subprocess
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "calls.txt"
+    for name in ("python3", "nvidia-smi"):
+        script = fake_bin / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{calls}"\n[ "$1" = "-c" ] && exit 1\nexit 0\n')
+        script.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}", SSVAE_FAST_WORKER_TIMEOUT="77")
+    out = tmp_path / "out"
+    script = bench.REPO_ROOT / "benchmarks" / "gpu_session.sh"
+    proc = subprocess.run(["bash", str(script), "--out", str(out), "tests", "bench-tf32", "bench-fp32"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in calls.read_text().splitlines() if not line.startswith(("nvidia-smi", "python3 -c"))]
+    assert lines[0] == "python3 -m pytest tests -q -rs"  # no xdist (the fake python3 cannot import it)
+    assert lines[1].startswith("python3 -m ssvae_fast.bench --device cuda --worker-timeout 77 --precisions tf32 "
+                               f"--out {out}/cuda-tf32-")
+    assert lines[2].startswith("python3 -m ssvae_fast.bench --device cuda --worker-timeout 77 --precisions fp32 "
+                               "--providers reference,torch,triton,cuda --out")
+    assert len(lines) == 3 and (out / "tests.log").exists() and (out / "bench-fp32.log").exists()
+    bad = subprocess.run(["bash", str(script), "bench-everything"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument" in bad.stderr
