@@ -282,3 +282,29 @@ def test_gpu_session_script_runs_its_stages_in_order(tmp_path):
     assert len(lines) == 3 and (out / "tests.log").exists() and (out / "bench-fp32.log").exists()
     bad = subprocess.run(["bash", str(script), "bench-everything"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown argument" in bad.stderr
+
+
+def test_triton_registers_reports_compiled_kernels(tmp_path):
+    """benchmarks/triton_registers.py compiles kernels for sm_90 through the launchers, without a GPU, and
+    reads registers and spills from ptxas."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia.compiler", reason="needs Triton's NVIDIA backend (ptxas)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = tmp_path / "regs.json"
+    proc = subprocess.run([sys.executable, str(bench.REPO_ROOT / "benchmarks" / "triton_registers.py"),
+                           "--kernels", "elbo", "--dtypes", "fp32,bf16", "--json", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    rows = doc["rows"]
+    assert doc["arch"] == 90 and {(r["kernel"], r["dtype"]) for r in rows} == {
+        (k, d) for k in ("_elbo_reduction_fwd_kernel", "_elbo_reduction_bwd_kernel") for d in ("fp32", "bf16")}
+    assert all(0 < r["registers"] <= 255 and r["spill_stores"] >= 0 for r in rows)
+    assert all(r["constexprs"]["BLOCK_C"] == 16 for r in rows)  # next power of two >= C = 10, as launched
+    assert "4 compiled kernels" in proc.stdout and "`_elbo_reduction_fwd_kernel` | fp32 |" in proc.stdout
+    interpreted = subprocess.run([sys.executable, str(bench.REPO_ROOT / "benchmarks" / "triton_registers.py")],
+                                 env=dict(env, TRITON_INTERPRET="1"), capture_output=True, text=True, timeout=600)
+    assert interpreted.returncode != 0 and "unset TRITON_INTERPRET" in interpreted.stderr

@@ -125,7 +125,7 @@ def _class_conditional_forward(a: Tensor, w_y: Tensor, classes: Optional[Tensor]
             N, n_l, H, C, n_lab_blocks,
             a.stride(0), a.stride(1), w_y.stride(0), w_y.stride(1), 0 if classes is None else classes.stride(0),
             HAS_LABELLED=n_l > 0, ACTIVATION=_cc.ACTIVATIONS[activation], IS_FP64=_is_fp64(a),
-            BLOCK_N=block_n, BLOCK_H=block_h,
+            BLOCK_N=block_n, BLOCK_H=block_h, num_warps=_cc.NUM_WARPS,
         )
     return out
 
@@ -155,7 +155,7 @@ def _class_conditional_backward_impl(
                 n_l * stride_gl, stride_gl, stride_gn, stride_gc, stride_gh,
                 a.stride(0), a.stride(1), w_y.stride(0), w_y.stride(1), 0 if classes is None else classes.stride(0),
                 HAS_LABELLED=n_l > 0, ACTIVATION=_cc.ACTIVATIONS[activation], IS_FP64=_is_fp64(a),
-                BLOCK_N=block_n, BLOCK_H=block_h,
+                BLOCK_N=block_n, BLOCK_H=block_h, num_warps=_cc.NUM_WARPS,
             )
     # Second pass of the dw_y reduction: a fixed-order sum over example blocks (zeros when N == 0).
     dw_y = dw_part.sum(0).t().contiguous().to(a.dtype)

@@ -41,12 +41,19 @@ SOFTPLUS, RELU = 0, 1
 ACTIVATIONS = {"softplus": SOFTPLUS, "relu": RELU}
 
 
+# Warps per program. At MNIST sizes (H = 500, C = 10) a 64 x 128 tile on 4 warps (64 elements a thread)
+# ran into the 255-register limit of sm_90 and spilled hundreds of bytes a thread (up to 1.7 KB in the
+# backward); 64 x 64 on 8 warps (16 a thread) needs at most 192 registers and spills nothing at fp32,
+# bf16 or fp16: `python benchmarks/triton_registers.py --kernels class_conditional`.
+NUM_WARPS = 8
+
+
 def block_sizes(n_rows: int, hidden: int) -> tuple[int, int]:
     """(BLOCK_N examples, BLOCK_H). Fixed per shape (the number of example blocks sizes the dw_y partials,
     allocated before launch). Small under the interpreter so that tiny test shapes span several tiles."""
     if interpreting():
         return 8, 16
-    return 64, min(128, max(16, triton.next_power_of_2(hidden)))
+    return 64, min(64, max(16, triton.next_power_of_2(hidden)))
 
 
 @triton.jit
