@@ -39,13 +39,10 @@ def image_grid(images, pad: int = 1, scale: int = 1) -> np.ndarray:
     side = image_side(x_dim)
     tiles = (images.clamp(0, 1) * 255).round().to(torch.uint8).view(rows, cols, side, side).numpy()
     tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
-    cell = side * scale + pad
-    picture = np.full((rows * cell + pad, cols * cell + pad), 255, dtype=np.uint8)
-    for r in range(rows):
-        for c in range(cols):
-            top, left = pad + r * cell, pad + c * cell
-            picture[top : top + side * scale, left : left + side * scale] = tiles[r, c]
-    return picture
+    # Each tile with its top and left gap, laid out row by row; then the gap after the last row and column.
+    cells = np.pad(tiles, ((0, 0), (0, 0), (pad, 0), (pad, 0)), constant_values=255)
+    picture = cells.transpose(0, 2, 1, 3).reshape(rows * cells.shape[2], cols * cells.shape[3])
+    return np.pad(picture, ((0, pad), (0, pad)), constant_values=255)
 
 
 def write_png(path, picture: np.ndarray) -> None:

@@ -235,7 +235,6 @@ def run_from_args(args: argparse.Namespace) -> int:
 
         examples = first_test_image_of_each_class(result.split)
         weight = result.model.decoder.output.weight
-        result.model.eval()
         write_style_figure(result.model, examples.to(weight.device, weight.dtype), args.figure)
         print(f"figure written to {args.figure}")
     if args.json:

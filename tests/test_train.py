@@ -60,7 +60,6 @@ def test_cli_saves_the_model_and_draws_the_style_figure(tmp_path, capsys):
     examples = first_test_image_of_each_class(split)
     assert [int(split.y_test[(torch.as_tensor(split.x_test) == e).all(1).numpy()][0]) for e in examples] == list(range(10))
     picture = read_png(figure)
-    model.eval()
     assert np.array_equal(picture, style_figure(model, examples))  # 10 rows (one per class) x 11 tiles
 
 
