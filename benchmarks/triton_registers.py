@@ -62,9 +62,6 @@ class _CompileOnlyDriver:
     def get_current_stream(self, device=None):
         return 0
 
-    def is_active(self):
-        return True
-
 
 @contextlib.contextmanager
 def compile_only(arch: int, compiled: list):
@@ -117,11 +114,11 @@ def ptxas_report(kernel, arch: int) -> dict:
     """{"registers", "spill_stores", "spill_loads"} from `ptxas -v` on the kernel's PTX."""
     from triton.backends.nvidia.compiler import get_ptxas
 
-    ptxas = get_ptxas(arch).path if callable(get_ptxas) else get_ptxas.path
+    ptxas = get_ptxas(arch).path
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "kernel.ptx"
         ptx.write_text(kernel.asm["ptx"])
-        suffix = "a" if arch >= 90 else ""
+        suffix = "a" if arch >= 90 else ""  # Triton's PTX for sm_90 and later targets the 'a' variant
         out = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}{suffix}", str(ptx), "-o", str(Path(tmp) / "k.cubin")],
                              capture_output=True, text=True, check=True).stderr
     registers = re.search(r"Used (\d+) registers", out)
