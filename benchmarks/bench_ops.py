@@ -2,7 +2,7 @@
 
     pytest benchmarks/bench_ops.py --benchmark-only
 
-Ops (`ssvae_fast.backends.get_ops(backend)`), on the arguments they receive inside the loss:
+Ops (`ssvae_fast.backends.get_ops(backend)`), on the arguments they receive inside the objective:
 class_conditional_activation in the encoder's form (labelled examples one class each, the others every
 class, [encoder]) and the decoder's (one class per row, [decoder]), gaussian_reparam_kl, bernoulli_loglik_linear, elbo_reduction; per backend
 that has its own implementation (torch, triton, cuda, cpu). Forward runs without autograd;
@@ -14,20 +14,22 @@ forward+backward.
 import pytest
 
 from conftest import DEVICE, PRECISIONS, SIZES
-from ssvae_fast import bench
+from harness import op_cases
+from harness.config import OP_BACKENDS, OP_MODES, OP_VARIANTS, PROVIDERS
+from harness.measure import matmul_precision
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("B", SIZES)
-@pytest.mark.parametrize("mode", bench.OP_MODES)
-@pytest.mark.parametrize("backend", bench.OP_BACKENDS)
-@pytest.mark.parametrize("op", tuple(bench.OP_VARIANTS))
+@pytest.mark.parametrize("mode", OP_MODES)
+@pytest.mark.parametrize("backend", OP_BACKENDS)
+@pytest.mark.parametrize("op", tuple(OP_VARIANTS))
 def test_op(measure, case, op, backend, mode, B, precision):
-    reason = bench.op_unavailable_reason(op, backend, DEVICE)
+    reason = op_cases.op_unavailable_reason(op, backend, DEVICE)
     if reason is not None:
         pytest.skip(reason)
-    with bench.matmul_precision(precision):
-        op_bench = bench.build_op_bench(op, backend, case(B), precision, mode)
+    with matmul_precision(precision):
+        op_bench = op_cases.build_op_bench(op, backend, case(B), precision, mode)
     measure(
         op_bench.fn,
         op_bench.inputs,
@@ -42,7 +44,7 @@ def test_op(measure, case, op, backend, mode, B, precision):
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("B", SIZES)
 @pytest.mark.parametrize("mode", ("loss_forward", "loss_forward_backward"))
-@pytest.mark.parametrize("provider", bench.PROVIDERS)
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_loss(measure, loss_runner, provider, mode, B, precision):
     runner = loss_runner(provider, B, precision)
     fn = runner.forward if mode == "loss_forward" else runner.forward_backward

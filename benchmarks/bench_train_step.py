@@ -10,12 +10,14 @@ torch, triton, cuda, cpu, and Pyro's TraceEnum_ELBO M2 (benchmarks/pyro_m2.py) o
 import pytest
 
 from conftest import DEVICE, PRECISIONS, SIZES
-from ssvae_fast import bench
+from harness import cases
+from harness.config import CUDAGRAPH_PROVIDERS, CUDAGRAPH_SIZES, PROVIDERS
+from harness.measure import matmul_precision
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("B", SIZES)
-@pytest.mark.parametrize("provider", bench.PROVIDERS)
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_train_step(measure, loss_runner, provider, B, precision):
     runner = loss_runner(provider, B, precision)
     measure(
@@ -29,17 +31,17 @@ def test_train_step(measure, loss_runner, provider, B, precision):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("provider", bench.CUDAGRAPH_PROVIDERS)
+@pytest.mark.parametrize("provider", CUDAGRAPH_PROVIDERS)
 def test_train_step_cudagraph(measure, case, provider, precision):
     """The training step captured in one CUDA graph and replayed, at B=100 (launch-bound size)."""
     if DEVICE != "cuda":
         pytest.skip("CUDA graphs need a CUDA GPU (SSVAE_FAST_BENCH_DEVICE=cuda)")
-    reason = bench.provider_unavailable_reason(provider, DEVICE)
+    reason = cases.provider_unavailable_reason(provider, DEVICE)
     if reason is not None:
         pytest.skip(reason)
-    B = bench.CUDAGRAPH_SIZES[0]
+    B = CUDAGRAPH_SIZES[0]
     c = case(B)
-    with bench.matmul_precision(precision):
-        step = bench.CudaGraphTrainStep(provider, c, precision)
+    with matmul_precision(precision):
+        step = cases.CudaGraphTrainStep(provider, c, precision)
     measure(step, c.batches, B=B, precision=precision, group=f"train_step_cudagraph B={B} {precision}",
             flops=c.flops())

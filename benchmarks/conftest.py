@@ -1,7 +1,7 @@
 """Shared inputs, providers and settings of `pytest benchmarks/ --benchmark-only`.
 
 The input factory is `make_case(B, labelled_fraction, device, dtype, seed)` (defined in
-`ssvae_fast.bench`, so the report runner `python -m ssvae_fast.bench` uses the very same one):
+`harness.cases`, so the report runner `python benchmarks/run.py` uses the very same one):
 MNIST-shaped M2 (D=784, C=10, H=500, z=50, one softplus hidden layer), 10% labelled rows (B=256 ->
 26 labelled + 230 unlabelled), binarized x, explicit noise, alpha = 0.1 * 60000 / 100, and
 `ROTATING_BATCHES` batches cycled across calls so no cache holds the same inputs twice in a row.
@@ -10,11 +10,11 @@ Environment:
     SSVAE_FAST_BENCH_FAST=1          CI mode: B=64 (CPU) / 100 (GPU), one precision, 2 rounds, 1 warm-up
     SSVAE_FAST_BENCH_DEVICE=cpu|cuda default: cuda when a GPU is visible
     SSVAE_FAST_BENCH_SIZES=64,256    override the batch sizes
-    SSVAE_FAST_BENCH_PRECISIONS=tf32,bf16   override the precisions (see ssvae_fast.bench.PRECISIONS)
+    SSVAE_FAST_BENCH_PRECISIONS=tf32,bf16   override the precisions (see harness.config.PRECISIONS)
 
 Each benchmark's `extra_info` carries B, the labelled mix, precision, examples/s, matmul FLOPs, TFLOP/s,
 its fraction of the matmul ceiling measured in this session at the same precision, and on CUDA the peak
-memory of one call. CPU peak memory needs a fresh process per provider: `python -m ssvae_fast.bench`.
+memory of one call. CPU peak memory needs a fresh process per provider: `python benchmarks/run.py`.
 No assertion on speed anywhere.
 """
 
@@ -26,8 +26,8 @@ import os
 import pytest
 import torch
 
-from ssvae_fast import bench
-from ssvae_fast.bench import make_case  # noqa: F401 - the one input factory, re-exported for the suite
+from harness import cases, config as settings, measure as measuring
+from harness.cases import make_case  # noqa: F401 - the one input factory, re-exported for the suite
 
 FAST = os.environ.get("SSVAE_FAST_BENCH_FAST") == "1"
 DEVICE = os.environ.get("SSVAE_FAST_BENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -38,11 +38,11 @@ def _env_list(name, kind, default):
     return tuple(kind(v) for v in text.split(",") if v.strip()) if text else tuple(default)
 
 
-SIZES = _env_list("SSVAE_FAST_BENCH_SIZES", int, (bench.FAST_SIZES if FAST else bench.SIZES)[DEVICE])
+SIZES = _env_list("SSVAE_FAST_BENCH_SIZES", int, (settings.FAST_SIZES if FAST else settings.SIZES)[DEVICE])
 PRECISIONS = _env_list(
-    "SSVAE_FAST_BENCH_PRECISIONS", str, bench.DEFAULT_PRECISIONS[DEVICE][: 1 if FAST else None]
+    "SSVAE_FAST_BENCH_PRECISIONS", str, settings.DEFAULT_PRECISIONS[DEVICE][: 1 if FAST else None]
 )
-WARMUP = 1 if FAST else bench.TIMING_DEFAULTS[DEVICE]["warmup"]
+WARMUP = 1 if FAST else settings.TIMING_DEFAULTS[DEVICE]["warmup"]
 
 
 def pytest_collect_file(file_path, parent):
@@ -67,7 +67,7 @@ def pytest_configure(config):
 def pytest_report_header(config):
     return (
         f"ssvae_fast benchmarks: device={DEVICE} sizes={SIZES} precisions={PRECISIONS} fast={FAST} "
-        f"labelled fraction={bench.LABELLED_FRACTION}"
+        f"labelled fraction={settings.LABELLED_FRACTION}"
     )
 
 
@@ -76,7 +76,7 @@ def case():
     """case(B) -> the session's `make_case(B, device=DEVICE)` (one per B, shared by every provider)."""
     cache: dict = {}
 
-    def get(B: int) -> bench.Case:
+    def get(B: int) -> cases.Case:
         if B not in cache:
             cache[B] = make_case(B, device=DEVICE)
         return cache[B]
@@ -86,18 +86,18 @@ def case():
 
 @pytest.fixture(scope="session")
 def loss_runner(case):
-    """loss_runner(provider, B, precision) -> a `bench.LossRunner`, built once per session (a compiled
+    """loss_runner(provider, B, precision) -> a `cases.LossRunner`, built once per session (a compiled
     provider compiles once for the loss and training-step benchmarks); skips when unavailable."""
     cache: dict = {}
 
-    def get(provider: str, B: int, precision: str) -> bench.LossRunner:
-        reason = bench.provider_unavailable_reason(provider, DEVICE)
+    def get(provider: str, B: int, precision: str) -> cases.LossRunner:
+        reason = cases.provider_unavailable_reason(provider, DEVICE)
         if reason is not None:
             pytest.skip(reason)
         key = (provider, B, precision)
         if key not in cache:
-            with bench.matmul_precision(precision):
-                cache[key] = bench.LossRunner(provider, case(B), precision)
+            with measuring.matmul_precision(precision):
+                cache[key] = cases.LossRunner(provider, case(B), precision)
         return cache[key]
 
     return get
@@ -110,8 +110,9 @@ def ceiling():
 
     def get(B: int, precision: str) -> float:
         if (B, precision) not in cache:
-            rounds = 3 if FAST else bench.TIMING_DEFAULTS[DEVICE]["rounds"]
-            cache[(B, precision)] = bench.matmul_ceiling(B, DEVICE, precision, rounds=rounds, warmup=WARMUP)["tflops"]
+            rounds = 3 if FAST else settings.TIMING_DEFAULTS[DEVICE]["rounds"]
+            measured = measuring.matmul_ceiling(B, DEVICE, precision, rounds=rounds, warmup=WARMUP)
+            cache[(B, precision)] = measured["tflops"]
         return cache[(B, precision)]
 
     return get
@@ -128,7 +129,7 @@ def measure(benchmark, ceiling, case):
 
     def run(fn, inputs, *, B: int, precision: str, group: str, flops=None, nbytes=None):
         n = len(inputs)
-        with bench.matmul_precision(precision):
+        with measuring.matmul_precision(precision):
             for i in range(WARMUP):
                 fn(inputs[i % n])
             if device.type == "cuda":
@@ -162,7 +163,7 @@ def measure(benchmark, ceiling, case):
             if nbytes:
                 info["gb_per_s"] = nbytes / median / 1e9
             if device.type == "cuda":
-                info["peak_mb"] = bench.measure_peak_memory(fn, inputs[0], device) / 2**20
+                info["peak_mb"] = measuring.measure_peak_memory(fn, inputs[0], device) / 2**20
             benchmark.extra_info.update(info)
 
     return run

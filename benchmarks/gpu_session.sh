@@ -40,7 +40,7 @@ done
 mkdir -p "$results"
 stamp=$(date -u +%Y-%m-%d)
 limit=${SSVAE_FAST_STAGE_TIMEOUT:-540}
-bench=(python3 -m ssvae_fast.bench --device cuda --worker-timeout "${SSVAE_FAST_WORKER_TIMEOUT:-200}")
+bench=(python3 benchmarks/run.py --device cuda --worker-timeout "${SSVAE_FAST_WORKER_TIMEOUT:-200}")
 status=0
 run() {  # run NAME CMD...: log to $results/NAME.log, stop it past $limit s, remember the first failure
     local name=$1; shift

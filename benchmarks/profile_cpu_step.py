@@ -1,6 +1,6 @@
 """Time M2's training step on the CPU for the `cpu` backend against `reference`, `reference` under
 torch.compile, `torch`, and the step's GEMMs alone; measure peak memory; profile. A standalone
-iteration tool for the `cpu` backend (the reported benchmarks are `python -m ssvae_fast.bench` and
+iteration tool for the `cpu` backend (the reported benchmarks are `python benchmarks/run.py` and
 `pytest benchmarks/`); it never asserts anything.
 
     python benchmarks/profile_cpu_step.py                         # times, ratios (interleaved rounds)
@@ -10,7 +10,7 @@ iteration tool for the `cpu` backend (the reported benchmarks are `python -m ssv
     python benchmarks/profile_cpu_step.py --profile cpu           # torch.profiler table of one provider
 
 Step: zero_grad, loss (reduction="mean"), backward, torch.optim.Adam(lr=1e-3).step(), float32, on the
-MNIST-sized M2 of ssvae_fast.bench (D=784, C=10, H=500, z=50, one softplus hidden layer per network,
+MNIST-sized M2 of benchmarks/harness (D=784, C=10, H=500, z=50, one softplus hidden layer per network,
 B=256 = 26 labelled + 230 unlabelled, binarized x, explicit noise; 4 rotating batches).
 
 Providers: reference | reference-compile (torch.compile(loss), inductor, dynamic=False) | torch | cpu |
@@ -27,7 +27,7 @@ Peak memory (--memory), a fresh subprocess per provider, two methods:
   one settling step, the RSS high-water mark reset through /proc/self/clear_refs, then peak = VmHWM
   after one step - VmRSS before it (what the step allocates: activations, saved tensors, gradients,
   temporaries; parameters, Adam state and inputs already resident are excluded). The method of
-  ssvae_fast.bench's CPU figures; noisy by a few MiB (malloc arenas, page granularity).
+  benchmarks/run.py's CPU figures; noisy by a few MiB (malloc arenas, page granularity).
   allocator: the peak of torch's live tensor bytes during one step above the level before it, from the
   profiler's allocation events (profile_memory=True). Deterministic; tensors only.
 """
@@ -57,8 +57,8 @@ ALPHA = 0.1 * 60000 / 100
 
 
 def make_case(B: int = 256, labelled_fraction: float = 0.1, seed: int = 0, n_batches: int = 4):
-    """(model, batches): the input factory of ssvae_fast.bench.make_case, repeated here so that this
-    script stands alone."""
+    """(model, batches): the input factory `make_case` of benchmarks/harness/cases.py, repeated here so
+    that this script stands alone."""
     n_l = int(labelled_fraction * B + 0.5)
     n_u = B - n_l
     with torch.random.fork_rng(devices=[]):
@@ -107,10 +107,10 @@ class TrainStep:
     def _options(self):
         if not self.option:
             return contextlib.nullcontext()
-        from ssvae_fast.ops import cpu_backend
+        from ssvae_fast.cpu import bernoulli_loglik_linear as cpu_bernoulli
 
         if self.option == "recompute":
-            return cpu_backend.recompute_bernoulli_logits()
+            return cpu_bernoulli.recompute_bernoulli_logits()
         if self.option.startswith("store-chunk="):
             return _store_chunk_rows(int(self.option.split("=")[1]))
         raise ValueError(f"unknown option {self.option!r}")
@@ -119,13 +119,13 @@ class TrainStep:
 @contextlib.contextmanager
 def _store_chunk_rows(rows):
     """bernoulli_loglik_linear_cpu with s kept: GEMM + epilogue in chunks of `rows` rows."""
-    from ssvae_fast.ops import cpu_backend
+    from ssvae_fast.cpu import bernoulli_loglik_linear as cpu_bernoulli
 
-    previous, cpu_backend.BERNOULLI_STORE_CHUNK_ROWS = cpu_backend.BERNOULLI_STORE_CHUNK_ROWS, rows
+    previous, cpu_bernoulli.STORE_CHUNK_ROWS = cpu_bernoulli.STORE_CHUNK_ROWS, rows
     try:
         yield
     finally:
-        cpu_backend.BERNOULLI_STORE_CHUNK_ROWS = previous
+        cpu_bernoulli.STORE_CHUNK_ROWS = previous
 
 
 class GemmOnly:
@@ -251,7 +251,8 @@ def op_variants(rounds: int) -> None:
     backward with s kept (through autograd, which uses s up, and the two custom ops called directly, dl in
     a buffer of its own), with the logits recomputed, and the same backward in torch ops (for comparison);
     and the GEMMs alone."""
-    from ssvae_fast.ops import cpu_backend
+    from ssvae_fast.cpu import bernoulli_loglik_linear as cpu_bernoulli
+    from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_cpu
 
     g = torch.Generator().manual_seed(0)
     N, C_, H_, D_ = 230, C, H, D
@@ -261,7 +262,7 @@ def op_variants(rounds: int) -> None:
     x = (torch.rand(N, D_, generator=g) < 0.13).float()
     grad_ll = torch.randn(N, C_, generator=g)
     h_rows = h.detach().view(N * C_, H_)
-    op = cpu_backend.bernoulli_loglik_linear_cpu
+    op = bernoulli_loglik_linear_cpu
 
     def forward_store(rows):
         def fn():
@@ -275,22 +276,22 @@ def op_variants(rounds: int) -> None:
 
     def forward_backward(recompute=False):
         def fn():
-            with cpu_backend.recompute_bernoulli_logits(recompute):
+            with cpu_bernoulli.recompute_bernoulli_logits(recompute):
                 torch.autograd.grad(op(h, weight, bias, x), (h, weight, bias), grad_ll)
         return fn
 
     def forward_backward_ops():
         # the two custom ops called directly (no autograd), as the two rows below
         with torch.no_grad():
-            _, s_buf = torch.ops.ssvae_fast.bernoulli_loglik_linear_cpu(h_rows, weight, bias, x, 0, C_, True)
+            _, s_buf = torch.ops.ssvae_fast.bernoulli_loglik_linear_cpu(h_rows, weight, bias, x, 0, C_, True, "ieee")
             torch.ops.ssvae_fast.bernoulli_loglik_linear_cpu_backward(
-                grad_ll.view(-1), h_rows, weight, bias, x, s_buf, 0, C_, True, True, True, False
+                grad_ll.view(-1), h_rows, weight, bias, x, s_buf, 0, C_, "ieee", True, True, True, False
             )
 
     def forward_backward_dl_formed():
         # the same backward in torch ops: dl = g * s as a tensor, then dh = dl W, dW = dl^T h, db = sum dl
         with torch.no_grad():
-            _, s_buf = torch.ops.ssvae_fast.bernoulli_loglik_linear_cpu(h_rows, weight, bias, x, 0, C_, True)
+            _, s_buf = torch.ops.ssvae_fast.bernoulli_loglik_linear_cpu(h_rows, weight, bias, x, 0, C_, True, "ieee")
             dl = s_buf * grad_ll.view(-1, 1)
             torch.mm(dl, weight), torch.mm(dl.t(), h_rows), dl.sum(0)
 
@@ -305,7 +306,7 @@ def op_variants(rounds: int) -> None:
     variants = {"gemm forward (logits)": gemm_forward}
     variants.update({f"forward, s kept, chunks of {r}": forward_store(r) for r in (64, 128, 256, 512)})
     variants["forward, s kept, all rows at once"] = forward_store(None)
-    variants[f"forward, no autograd, chunks of {cpu_backend.BERNOULLI_CHUNK_ROWS}"] = forward_no_grad
+    variants[f"forward, no autograd, chunks of {cpu_bernoulli.CHUNK_ROWS}"] = forward_no_grad
     variants["gemm forward + backward (3 GEMMs)"] = gemm_all
     variants["forward + backward, s kept"] = forward_backward(False)
     variants["forward + backward, logits recomputed"] = forward_backward(True)

@@ -4,7 +4,7 @@
     python benchmarks/triton_registers.py --dtypes fp32,bf16,fp16 --precisions tf32,tf32x3 --json out.json
     python benchmarks/triton_registers.py --kernels bernoulli --spills-only
 
-Every launcher of the `triton` backend (ssvae_fast/ops/triton_ops.py: forward and backward of the four
+Every launcher of the `triton` backend (ssvae_fast/triton/<op>.py: forward and backward of the four
 ops) runs on CPU tensors of MNIST M2's sizes (B = 100 examples, 10 labelled, C = 10, D = 784, H = 500,
 z = 50). Triton's launch is turned into its `warmup` (compile, never launch) against a stand-in driver
 that names the target, so each kernel is compiled exactly as the launchers specialize it (the same
@@ -41,7 +41,8 @@ from triton.runtime.jit import KernelInterface  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ssvae_fast.triton as settings  # noqa: E402
-from ssvae_fast.ops import triton_ops as ops  # noqa: E402
+from ssvae_fast.triton import bernoulli_loglik_linear, class_conditional_activation  # noqa: E402
+from ssvae_fast.triton import elbo_reduction, gaussian_reparam_kl  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 SIZES = dict(N=100, n_l=10, C=10, D=784, H=500, Z=50)  # MNIST M2, 10% labelled
@@ -95,19 +96,21 @@ def launch_all(dtype: torch.dtype) -> None:
     a, w_y = t(N, H), t(H, Z + C)[:, Z:]  # w_y: the class columns of a first-layer weight, read in place
     for activation in ("softplus", "relu"):
         for cls in (None, classes):  # every class (decoder form: rows n_l + j C + c) / labelled prefix
-            out = ops._class_conditional_forward(a, w_y, cls, activation)
-            ops._class_conditional_backward_impl(torch.ones_like(out), a, w_y, cls, activation)
+            out = class_conditional_activation.forward(a, w_y, cls, activation)
+            class_conditional_activation.backward(torch.ones_like(out), a, w_y, None, cls, activation, N, True, True)
     head, eps = t(rows, 2 * Z), t(rows, Z)
-    ops._gaussian_forward(head, eps)
-    ops._gaussian_backward_impl(head, eps, t(rows, Z), t(rows))
+    gaussian_reparam_kl.forward(head, eps)
+    gaussian_reparam_kl.backward(head, eps, t(rows, Z), t(rows), True, True)
     h, weight, bias, x = t(rows, H), t(D, H), t(D), t(N, D)
+    precision = settings.get_input_precision()
     for store_s in (True, False):
-        _, s = ops._bernoulli_forward(h, weight, bias, x, n_l, C, store_s)
-    ops._bernoulli_backward_impl(t(rows), h, weight, bias, x, s, n_l, C, recompute=True)
+        _, s = bernoulli_loglik_linear.forward(h, weight, bias, x, n_l, C, store_s, precision)
+    # s is empty (store_s False): the backward kernel recomputes the logits
+    bernoulli_loglik_linear.backward(t(rows), h, weight, bias, x, s, n_l, C, precision, True, True, True, True)
     logits_y, y_l = t(N, C), classes
     ll_l, kl_l, ll_u, kl_u = t(n_l), t(n_l), t(N - n_l, C), t(N - n_l, C)
-    ops._elbo_forward(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, 8.0)
-    ops._elbo_backward(t(N), logits_y, y_l, ll_u, kl_u, 8.0)
+    elbo_reduction.forward(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, 8.0)
+    elbo_reduction.backward(t(N), logits_y, y_l, ll_u, kl_u, 8.0)
 
 
 def ptxas_report(kernel, arch: int) -> dict:

@@ -28,7 +28,7 @@ class BackendUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class BackendOps:
-    """The four ops `ssvae_fast.fused.per_example_losses` is assembled from (signatures in ssvae_fast/ops)."""
+    """The four ops `ssvae_fast.objective.per_example_losses` is assembled from (ssvae_fast/ops/<op>.py)."""
 
     name: str
     class_conditional_activation: Callable
@@ -37,28 +37,19 @@ class BackendOps:
     elbo_reduction: Callable
 
 
-def _torch_ops() -> BackendOps:
-    from .ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
-    from .ops.class_conditional import class_conditional_activation_torch
-    from .ops.elbo import elbo_reduction_torch
-    from .ops.gaussian import gaussian_reparam_kl_torch
+def _make_ops(name: str) -> BackendOps:
+    """Backend `name`'s four ops: each op module's entry point with the backend bound."""
+    from .ops import bernoulli_loglik_linear, class_conditional_activation, elbo_reduction, gaussian_reparam_kl
 
-    return BackendOps(
-        "torch",
-        class_conditional_activation_torch,
-        gaussian_reparam_kl_torch,
-        bernoulli_loglik_linear_torch,
-        elbo_reduction_torch,
-    )
+    modules = (class_conditional_activation, gaussian_reparam_kl, bernoulli_loglik_linear, elbo_reduction)
+    if name != "torch":
+        for module in modules:  # import the kernels and register the custom ops now, not inside a trace
+            module.IMPLEMENTATIONS[name]
+    return BackendOps(name, **{module.OP: getattr(module, f"{module.OP}_{name}") for module in modules})
 
 
-# name -> "module:function" returning a BackendOps; imported only when the backend is asked for.
-_OPS_FACTORIES = {
-    "torch": _torch_ops,
-    "cpu": "ssvae_fast.ops.cpu_backend:cpu_ops",
-    "cuda": "ssvae_fast.ops.cuda_backend:cuda_ops",
-    "triton": "ssvae_fast.triton:triton_ops",
-}
+# The kernel package each compiled backend needs importable (triton's imports triton).
+_KERNEL_PACKAGES = {"cpu": "ssvae_fast.cpu", "cuda": "ssvae_fast.cuda", "triton": "ssvae_fast.triton"}
 
 
 def _triton_status() -> Optional[str]:
@@ -106,7 +97,7 @@ def unavailable_reason(name: str) -> Optional[str]:
 
 
 def _module_missing(name: str) -> Optional[str]:
-    module = _OPS_FACTORIES[name].split(":")[0]
+    module = _KERNEL_PACKAGES[name]
     try:
         importlib.import_module(module)
     except ImportError as exc:
@@ -173,11 +164,11 @@ _OPS_CACHE: dict[str, BackendOps] = {}
 def get_ops(name: str) -> BackendOps:
     """The fused ops of backend `name` (not "reference", which has none)."""
     if name not in _OPS_CACHE:
-        factory = _OPS_FACTORIES.get(name)
-        if factory is None:
+        if name not in ("torch",) + tuple(_KERNEL_PACKAGES):
             raise ValueError(f"backend {name!r} has no fused ops")
-        if isinstance(factory, str):
-            module, fn = factory.split(":")
-            factory = getattr(importlib.import_module(module), fn)
-        _OPS_CACHE[name] = factory()
+        if name == "cpu":
+            from . import _ext
+
+            _ext.require_ext()
+        _OPS_CACHE[name] = _make_ops(name)
     return _OPS_CACHE[name]

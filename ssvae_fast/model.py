@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import backends, fused, reference
+from . import backends, objective, reference
 from .functional import ACTIVATIONS
 from .networks import Classifier, Decoder, Encoder
 
@@ -154,11 +154,33 @@ class M2(nn.Module):
             losses = reference.per_example_losses(self, x_l, y_l, x_u, eps_l, eps_u, float(alpha))
         else:
             ops = backends.get_ops(name)
-            losses = fused.per_example_losses(self, ops, x_l, y_l, x_u, eps_l, eps_u, float(alpha))
+            weights = self.objective_weights()
+            losses = objective.per_example_losses(ops, weights, x_l, y_l, x_u, eps_l, eps_u, float(alpha))
         if reduction == "none":
             return losses
         total = losses.sum()
         return total if reduction == "sum" else total / losses.shape[0]
+
+    def objective_weights(self) -> objective.ObjectiveWeights:
+        """The networks' weights as the fused objective takes them: the first layers' weights split into
+        input and class columns (`split`: its backward is one copy, not a zero-fill per slice), the bias
+        folded into the class columns, the other layers as callables."""
+        enc, dec = self.encoder, self.decoder
+        w_x, w_y = enc.input.weight.split([self.x_dim, self.n_classes], dim=1)
+        w_z, w_y_dec = dec.input.weight.split([self.z_dim, self.n_classes], dim=1)
+        return objective.ObjectiveWeights(
+            classifier=self.classifier,
+            enc_input=w_x,
+            enc_columns=w_y + enc.input.bias.unsqueeze(1),
+            enc_rest=lambda h: enc.head(enc.run_hidden_layers(h)),
+            enc_activation=enc.activation,
+            dec_input=w_z,
+            dec_columns=w_y_dec + dec.input.bias.unsqueeze(1),
+            dec_hidden=dec.run_hidden_layers,
+            dec_activation=dec.activation,
+            out_weight=dec.output.weight,
+            out_bias=dec.output.bias,
+        )
 
     def _prepare(self, x_l, y_l, x_u, eps_l, eps_u, generator):
         """Check shapes, dtypes and devices; turn None parts into empty tensors; draw missing noise."""

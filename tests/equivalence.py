@@ -1,5 +1,5 @@
-"""Gradient equivalence of a backend against the reference (docs/design.md section 4), shared by every
-backend's test file.
+"""Gradient equivalence of a backend against the reference (docs/design.md section 4), and the model-level
+checks every backend's tests share (tests/test_backends.py, tests/test_saved_for_backward.py).
 
 For one model and one batch with explicit noise, `run` returns the per-example losses and the gradient
 of a randomly weighted sum of them with respect to every parameter and every input (x_l, x_u, eps_l,
@@ -111,9 +111,9 @@ def check_autocast_bf16(backend: str, device, precision_setting) -> None:
 
 
 def check_compile_fullgraph(backend: str, device="cpu") -> None:
-    """fused.per_example_losses with `backend`'s ops compiles as one graph (fullgraph=True, forward and
+    """objective.per_example_losses with `backend`'s ops compiles as one graph (fullgraph=True, forward and
     backward through the backward custom ops) containing all four custom ops, and matches eager."""
-    from ssvae_fast import backends, fused
+    from ssvae_fast import backends, objective
 
     model = make_model(13, 3, 4, 11, device=device)
     batch = make_batch(model, 2, 3, device=device)
@@ -125,7 +125,8 @@ def check_compile_fullgraph(backend: str, device="cpu") -> None:
         return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
 
     def loss_fn(x_l, y_l, x_u, eps_l, eps_u):
-        return fused.per_example_losses(model, ops, x_l, y_l, x_u, eps_l, eps_u, 1.3).sum()
+        weights = model.objective_weights()
+        return objective.per_example_losses(ops, weights, x_l, y_l, x_u, eps_l, eps_u, 1.3).sum()
 
     def loss_and_grads(fn):
         model.zero_grad(set_to_none=True)

@@ -1,19 +1,123 @@
-"""Op-level checks shared by the compiled backends' test files (cpu, cuda, triton): an op against its
-plain-torch face, outputs and the gradient of every float input, under docs/design.md section 4's rule
-(each dtype no worse than twice the torch op's own error in that dtype plus the floor; float64: the
-floor), and the extreme-value cases every backend must pass."""
+"""Op-level checks shared by the op test modules (tests/ops) and the backend ones: which backends a test runs
+on and where, an op against its plain-torch face (outputs and the gradient of every float input, under
+docs/design.md section 4's rule: each dtype no worse than twice the torch op's own error in that dtype plus
+the floor; float64: the floor), and the cases every backend must pass.
+
+Backends as pytest parameters: `on_backends(...)` and `per_backend({backend: cases})` give one parameter
+per backend (and case), skipped with the reason `backends.unavailable_reason` gives where the backend cannot
+run here, or "needs a CUDA GPU" for the GPU-only ones. `triton` runs on CPU tensors under its interpreter
+(tests/conftest.py sets TRITON_INTERPRET=1 without a GPU), `cuda` on CUDA tensors: `device_of`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 import torch
 
+from ssvae_fast import backends
 from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
-from ssvae_fast.ops.class_conditional import class_conditional_activation_torch
-from ssvae_fast.ops.elbo import elbo_reduction_torch
-from ssvae_fast.ops.gaussian import gaussian_reparam_kl_torch
+from ssvae_fast.ops.class_conditional_activation import class_conditional_activation_torch
+from ssvae_fast.ops.elbo_reduction import elbo_reduction_torch
+from ssvae_fast.ops.gaussian_reparam_kl import gaussian_reparam_kl_torch
 from tests.tolerance import assert_close_to_reference
 
+HAS_CUDA = torch.cuda.is_available()
+COMPILED = ("cpu", "triton", "cuda")  # the backends whose ops are custom kernels
+GPU_BACKENDS = ("triton", "cuda")
+RECOMPUTE_BACKENDS = ("cpu", "triton")  # the backends with a setting that recomputes the Bernoulli logits
 
+
+# ------------------------------------------------------------------------------------------------------
+# Backends as test parameters.
+# ------------------------------------------------------------------------------------------------------
+def device_of(backend: str) -> str:
+    """Where `backend`'s tests run: the CPU for `cpu`, CUDA for `cuda`, and for the others the GPU when
+    there is one (Triton's interpreter otherwise)."""
+    if backend == "cpu":
+        return "cpu"
+    return "cuda" if backend == "cuda" or HAS_CUDA else "cpu"
+
+
+def skip_reason(backend: str, gpu_only: bool = False):
+    """Why `backend` cannot run a test here (None when it can)."""
+    reason = backends.unavailable_reason(backend)
+    if reason is None and gpu_only and not HAS_CUDA:
+        reason = "needs a CUDA GPU"
+    return reason
+
+
+def backend_param(backend: str, *values, gpu_only: bool = False):
+    """pytest.param(backend, *values), skipped with the reason where `backend` cannot run here."""
+    reason = skip_reason(backend, gpu_only)
+    return pytest.param(backend, *values, marks=(pytest.mark.skip(reason=reason),) if reason else ())
+
+
+def on_backends(*names: str, gpu_only: bool = False) -> list:
+    """One parameter per backend."""
+    return [backend_param(name, gpu_only=gpu_only) for name in names]
+
+
+def per_backend(table: dict, gpu_only: bool = False) -> list:
+    """Parameters (backend, *case) for every case of every backend: `table` maps a backend to its cases
+    (tuples, or single values)."""
+    return [
+        backend_param(name, *(case if isinstance(case, tuple) else (case,)), gpu_only=gpu_only)
+        for name, cases in table.items()
+        for case in cases
+    ]
+
+
+def op_of(backend: str, name: str):
+    """Op `name` of `backend` (its per-backend function, e.g. `gaussian_reparam_kl_cpu`; the plain-torch
+    face for `torch`)."""
+    return getattr(backends.get_ops(backend), name)
+
+
+def gemm_precision(backend: str, precision: str):
+    """A context manager: `backend`'s Bernoulli GEMM runs in `precision` within it (the cpu backend has
+    only "ieee")."""
+    if backend == "cuda":
+        import ssvae_fast.cuda
+
+        return ssvae_fast.cuda.set_precision(precision)
+    if backend == "triton":
+        import ssvae_fast.triton
+
+        return ssvae_fast.triton.set_input_precision(precision)
+    if precision != "ieee":
+        raise ValueError(f"backend {backend!r} runs its GEMMs in 'ieee' only")
+    return contextlib.nullcontext()
+
+
+def gpu_precision_params() -> list:
+    """(backend, precision) parameters of the GPU backends' Bernoulli GEMM: Triton's (GPU only; its
+    tl.dot ignores the setting for 16-bit inputs) and cuda's two tile kernels, tensor cores ("tf32") and
+    FMAs ("ieee")."""
+    return [backend_param("triton", "ieee", gpu_only=True), backend_param("cuda", "tf32"),
+            backend_param("cuda", "ieee")]
+
+
+def recompute_logits(backend: str, enabled: bool = True):
+    """A context manager: `backend`'s Bernoulli op keeps nothing of size (rows, D) for its backward, which
+    recomputes the logits (a backend of RECOMPUTE_BACKENDS); nothing changes when not enabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if backend == "cpu":
+        from ssvae_fast.cpu.bernoulli_loglik_linear import recompute_bernoulli_logits
+
+        return recompute_bernoulli_logits(True)
+    if backend == "triton":
+        import ssvae_fast.triton
+
+        return ssvae_fast.triton.set_bernoulli_recompute(True)
+    raise ValueError(f"backend {backend!r} has no recompute setting")
+
+
+# ------------------------------------------------------------------------------------------------------
+# An op against its plain-torch face.
+# ------------------------------------------------------------------------------------------------------
 def outputs_and_grads(fn, inputs: dict, seed: int = 0):
     """Outputs of fn(**inputs) and the gradients of sum_k <w_k, out_k> (random w_k) w.r.t. every float
     input that requires grad; a flat dict of tensors."""
@@ -32,6 +136,7 @@ def outputs_and_grads(fn, inputs: dict, seed: int = 0):
 def check_op_against_torch(fast_fn, torch_fn, make_inputs, *, device, dtypes=(torch.float32, torch.float64)):
     """Outputs and gradients of `fast_fn` against `torch_fn` in float64 under the tolerance rule, for each
     of `dtypes`; `make_inputs(dtype)` gives the keyword arguments. Every result must be on `device`."""
+    name = getattr(fast_fn, "__name__", repr(fast_fn))
     ref64 = outputs_and_grads(torch_fn, make_inputs(torch.float64))
     for dtype in dtypes:
         fast = outputs_and_grads(fast_fn, make_inputs(dtype))
@@ -39,7 +144,7 @@ def check_op_against_torch(fast_fn, torch_fn, make_inputs, *, device, dtypes=(to
         assert fast.keys() == ref64.keys()
         for key in ref64:
             assert fast[key].device.type == torch.device(device).type, key
-            assert_close_to_reference(fast[key], ref_lo[key], ref64[key], name=f"{fast_fn.__name__} {dtype} {key}")
+            assert_close_to_reference(fast[key], ref_lo[key], ref64[key], name=f"{name} {dtype} {key}")
 
 
 def rand(*shape, seed, scale=1.0, uniform=False):
@@ -51,6 +156,27 @@ def rand(*shape, seed, scale=1.0, uniform=False):
 
 def leaf(t64, dtype, device, requires_grad=True):
     return t64.to(device=device, dtype=dtype, copy=True).requires_grad_(requires_grad)
+
+
+def assert_grads_match_torch(fast_fn, torch_fn, args: tuple, leaves: tuple, pick=None, tol=1e-12):
+    """float64: the gradients of the sum of fast_fn(*args) (of its output `pick`) with respect to `leaves`
+    equal the torch op's to `tol`; an input an output does not depend on counts as a zero gradient."""
+    grads = []
+    for fn in (fast_fn, torch_fn):
+        out = fn(*args)
+        out = out[pick] if pick is not None else out
+        grads.append(torch.autograd.grad(out.sum(), leaves, allow_unused=True))
+    for fast, ref, like in zip(*grads, leaves):
+        torch.testing.assert_close(fast if fast is not None else torch.zeros_like(like),
+                                   ref if ref is not None else torch.zeros_like(like), rtol=tol, atol=tol)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Cases every backend must pass.
+# ------------------------------------------------------------------------------------------------------
+# Pre-activations, logits and log-variances out to where exp overflows float32 and past it.
+EXTREME = torch.tensor([-1e4, -100.0, -88.0, -30.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 30.0, 88.0, 100.0, 1e4],
+                       dtype=torch.float64)
 
 
 def check_gaussian_extreme_logvar(ops, device, seed: int):
@@ -116,3 +242,35 @@ def check_bernoulli_labelled_prefix(ops, device, *, N, n_l, C, H, D, bias=True, 
 
     assert ops.bernoulli_loglik_linear(**make(torch.float64)).shape == (M,)
     check_op_against_torch(ops.bernoulli_loglik_linear, bernoulli_loglik_linear_torch, make, device=device)
+
+
+def labelled_prefix_rows(N: int, n_l: int, C: int, classes):
+    """(example, class) of every row of the labelled-prefix layout, by enumeration: row i < n_l is example
+    i with its class, then C rows (classes 0..C-1) per remaining example."""
+    examples = list(range(n_l)) + [n_l + j for j in range(N - n_l) for _ in range(C)]
+    row_classes = [int(c) for c in classes[:n_l]] + [c for _ in range(N - n_l) for c in range(C)]
+    return torch.tensor(examples, dtype=torch.long), torch.tensor(row_classes, dtype=torch.long)
+
+
+def check_opcheck(op_module, backend: str, cases) -> None:
+    """torch.library.opcheck (schema, fakes, autograd registration, AOT dispatch) of `backend`'s forward and
+    backward custom ops of `op_module`; `cases(r, grad, device)` gives (forward argument tuples, backward
+    argument tuples), with r(*shape) float64 normal draws on the device and grad(*shape) the same requiring
+    grad."""
+    device, fused = device_of(backend), registered(op_module, backend)
+    g = torch.Generator().manual_seed(34)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(device)  # noqa: E731
+    forward_cases, backward_cases = cases(r, lambda *s: r(*s).requires_grad_(True), device)
+    for args in forward_cases:
+        torch.library.opcheck(fused.op, args)
+    for args in backward_cases:
+        torch.library.opcheck(fused.backward_op, args)
+
+
+def registered(op_module, backend: str):
+    """`op_module`'s FusedOp for `backend` (its custom ops registered); skips where the backend's kernel
+    module cannot be imported (Triton not installed). The kernels need not be able to run."""
+    try:
+        return op_module.IMPLEMENTATIONS[backend]
+    except ImportError as exc:  # pragma: no cover - only without triton
+        pytest.skip(f"the {backend} kernels cannot be imported here: {exc}")

@@ -16,16 +16,21 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ssvae_fast import M2, bench
+from ssvae_fast import M2, backends, objective
 from ssvae_fast.flops import step_flops
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO_ROOT / "benchmarks"  # on sys.path, as for benchmarks/run.py and the suite: `harness`
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+from harness import cases, cli, config, grid, measure, op_cases, report  # noqa: E402
 
 
-def _counted_flops(provider: str, B: int) -> tuple[int, int, bench.Case]:
+def _counted_flops(provider: str, B: int) -> tuple[int, int, cases.Case]:
     """(forward, forward + backward) matmul FLOPs torch's FLOP counter sees in `provider`'s loss."""
-    case = bench.make_case(B, n_batches=1)
-    runner = bench.LossRunner(provider, case)
+    case = cases.make_case(B, n_batches=1)
+    runner = cases.LossRunner(provider, case)
     with FlopCounterMode(display=False) as forward:
         runner.forward(case.batches[0])
     with FlopCounterMode(display=False) as both:
@@ -33,8 +38,8 @@ def _counted_flops(provider: str, B: int) -> tuple[int, int, bench.Case]:
     return forward.get_total_flops(), both.get_total_flops(), case
 
 
-def _step_flops(case: bench.Case, formulation: str, backward: bool) -> int:
-    s = bench.MODEL_SHAPES
+def _step_flops(case: cases.Case, formulation: str, backward: bool) -> int:
+    s = config.MODEL_SHAPES
     return step_flops(case.B, case.n_l, s["n_classes"], s["x_dim"], s["hidden"], s["z_dim"], formulation,
                       backward=backward)
 
@@ -66,45 +71,47 @@ def test_step_flops_docstring_figures():
 
 
 def test_make_case_mix_shapes_and_rotation():
-    assert bench.split_batch(256) == (26, 230)
-    assert bench.split_batch(64) == (6, 58)
-    assert bench.split_batch(100) == (10, 90)
-    case = bench.make_case(256, n_batches=3, seed=5)
+    assert cases.split_batch(256) == (26, 230)
+    assert cases.split_batch(64) == (6, 58)
+    assert cases.split_batch(100) == (10, 90)
+    case = cases.make_case(256, n_batches=3, seed=5)
     assert (case.n_l, case.n_u, len(case.batches)) == (26, 230, 3)
     b = case.batches[0]
     assert b.x_l.shape == (26, 784) and b.x_u.shape == (230, 784) and b.y_l.shape == (26,)
     assert b.eps_l.shape == (26, 50) and b.eps_u.shape == (230, 10, 50)
     assert set(torch.unique(b.x_u).tolist()) <= {0.0, 1.0}
     assert not torch.equal(case.batches[0].x_u, case.batches[1].x_u)  # batches rotate
-    again = bench.make_case(256, n_batches=3, seed=5)
+    again = cases.make_case(256, n_batches=3, seed=5)
     assert torch.equal(again.batches[2].eps_u, case.batches[2].eps_u)
     assert all(torch.equal(p, q) for p, q in zip(again.model.parameters(), case.model.parameters()))
 
 
 def test_unavailable_providers_say_why():
-    assert bench.provider_unavailable_reason("reference", "cpu") is None
-    assert "GPUs only" in bench.provider_unavailable_reason("reference-compile-max-autotune", "cpu")
+    assert cases.provider_unavailable_reason("reference", "cpu") is None
+    assert "GPUs only" in cases.provider_unavailable_reason("reference-compile-max-autotune", "cpu")
     if not torch.cuda.is_available():
-        assert bench.provider_unavailable_reason("cuda", "cpu")
+        assert cases.provider_unavailable_reason("cuda", "cpu")
     with pytest.raises(ValueError):
-        bench.provider_unavailable_reason("nope", "cpu")
+        cases.provider_unavailable_reason("nope", "cpu")
 
 
-@pytest.mark.skipif(bench.cpu_peak_memory_supported() is not None, reason="needs Linux and glibc")
+@pytest.mark.skipif(measure.cpu_peak_memory_supported() is not None, reason="needs Linux and glibc")
 def test_cpu_peak_memory_sees_a_known_allocation():
     """A call that fills 32 MiB, frees it, then fills 64 MiB reads as a 64 MiB peak, not 96 and not
     counting what was resident before (a subprocess: the method changes malloc settings for good)."""
     code = textwrap.dedent(
-        """
+        f"""
+        import sys
         import torch
-        from ssvae_fast import bench
+        sys.path.insert(0, {str(BENCHMARKS)!r})
+        from harness import measure
         def fn(_):
             b = torch.ones(8 * 2**20)           # 32 MiB, written, freed before the peak
             del b
             a = torch.ones(16 * 2**20)          # 64 MiB, written
             return float(a[0])
         big = torch.ones(32 * 2**20)            # resident before the call: not counted
-        print(bench.measure_peak_memory(fn, None, "cpu") / 2**20)
+        print(measure.measure_peak_memory(fn, None, "cpu") / 2**20)
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
@@ -114,13 +121,13 @@ def test_cpu_peak_memory_sees_a_known_allocation():
 
 def test_report_runner_json_schema_table_and_readme(tmp_path):
     out = tmp_path / "cpu-test.json"
-    rc = bench.main([
+    rc = cli.main([
         "run", "--device", "cpu", "--sizes", "8", "--providers", "reference,torch,cuda", "--rounds", "2",
         "--warmup", "1", "--ops", "bernoulli_loglik_linear,elbo_reduction", "--out", str(out),
     ])
     assert rc == 0
     doc = json.loads(out.read_text())
-    assert doc["schema"] == bench.SCHEMA and doc["device"] == "cpu"
+    assert doc["schema"] == config.SCHEMA and doc["device"] == "cpu"
     for key in ("date", "created", "hardware", "versions", "settings", "ceilings", "results"):
         assert key in doc
     assert doc["hardware"]["cpu_model"] and doc["hardware"]["cpu_logical_cores"] >= 1
@@ -135,7 +142,7 @@ def test_report_runner_json_schema_table_and_readme(tmp_path):
 
     by_key = {(r["mode"], r["provider"], r["op"]): r for r in doc["results"]}
     for provider in ("reference", "torch"):
-        for mode in bench.LOSS_MODES:
+        for mode in config.LOSS_MODES:
             r = by_key[(mode, provider, None)]
             assert r["status"] == "ok", r
             assert r["median_ms"] > 0 and r["q1_ms"] <= r["median_ms"] <= r["q3_ms"] and r["rounds"] == 2
@@ -152,56 +159,94 @@ def test_report_runner_json_schema_table_and_readme(tmp_path):
     if not torch.cuda.is_available():
         assert skipped["status"] == "skipped" and skipped["reason"]
 
-    table = bench.render_documents([out])
+    table = report.render_documents([out])
     lines = table.splitlines()
     header = next(line for line in lines if line.startswith("| provider"))
-    assert [c.strip() for c in header.strip("|").split("|")] == list(bench.TABLE_COLUMNS)
+    assert [c.strip() for c in header.strip("|").split("|")] == list(report.TABLE_COLUMNS)
     rows = [line for line in lines if line.startswith("| `")]
     assert [row.split("|")[1].strip() for row in rows] == ["`reference`", "`torch`"]
     assert "| `reference` | 8 | fp32 |" in rows[0] and "1.00x" in rows[0]
     assert doc["hardware"]["cpu_model"] in table and doc["date"] in table
     if not torch.cuda.is_available():
         assert "- `cuda` skipped (B=8)" in table
-    assert "`bernoulli_loglik_linear`" in bench.render_documents([out], all_modes=True)
+    assert "`bernoulli_loglik_linear`" in report.render_documents([out], all_modes=True)
 
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nbefore\n\n{bench.BENCH_START}\nold table\n{bench.BENCH_END}\n\nafter\n")
-    assert bench.main(["table", str(out), "--readme", str(readme)]) == 0
+    readme.write_text(f"# Title\n\nbefore\n\n{config.BENCH_START}\nold table\n{config.BENCH_END}\n\nafter\n")
+    assert cli.main(["table", str(out), "--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert text.startswith("# Title\n\nbefore\n\n" + bench.BENCH_START)
-    assert text.endswith(bench.BENCH_END + "\n\nafter\n")
+    assert text.startswith("# Title\n\nbefore\n\n" + config.BENCH_START)
+    assert text.endswith(config.BENCH_END + "\n\nafter\n")
     assert "old table" not in text and header in text
     no_markers = tmp_path / "plain.md"
     no_markers.write_text("nothing to rewrite\n")
     with pytest.raises(SystemExit):
-        bench.main(["table", str(out), "--readme", str(no_markers)])
+        cli.main(["table", str(out), "--readme", str(no_markers)])
     assert no_markers.read_text() == "nothing to rewrite\n"
+
+
+def test_op_benches_take_the_arguments_the_objective_passes():
+    """Each op variant gets the arguments recorded from its call inside the objective: the encoder's
+    class-conditional call (x once per example, the labels), the decoder's (a class per row), and the
+    ELBO reduction's, which give the objective's per-example losses back."""
+    case = cases.make_case(8, n_batches=1)
+    b = case.batches[0]
+    rows = case.n_l + case.n_u * config.MODEL_SHAPES["n_classes"]
+    enc, diff = op_cases.op_inputs(case, "class_conditional_activation[encoder]", b)
+    assert diff == (0, 1) and enc[0].shape[0] == case.B and torch.equal(enc[2], b.y_l)
+    dec, _ = op_cases.op_inputs(case, "class_conditional_activation[decoder]", b)
+    assert dec[0].shape[0] == rows and dec[2].shape == (rows,) and torch.equal(dec[2][: case.n_l], b.y_l)
+    head, diff = op_cases.op_inputs(case, "gaussian_reparam_kl", b)
+    assert diff == (0,) and head[0].shape[0] == rows
+    bern, diff = op_cases.op_inputs(case, "bernoulli_loglik_linear", b)
+    assert diff == (0, 1, 2) and bern[4] == case.n_l
+    assert not any(isinstance(a, torch.nn.Parameter) or getattr(a, "requires_grad", False) for a in bern)
+    args, diff = op_cases.op_inputs(case, "elbo_reduction", b)
+    assert diff == (0, 2, 3, 4, 5) and args[-1] == case.alpha
+    ops = backends.get_ops("torch")
+    with torch.no_grad():
+        losses = objective.per_example_losses(ops, case.model.objective_weights(), b.x_l, b.y_l, b.x_u, b.eps_l,
+                                              b.eps_u, case.alpha)
+        torch.testing.assert_close(ops.elbo_reduction(*args), losses, rtol=0, atol=0)
+    fb = op_cases.build_op_bench("bernoulli_loglik_linear", "torch", case, "fp32", "op_forward_backward")
+    grads = fb.fn(fb.inputs[0])
+    assert len(grads) == 3 and [g.shape for g in grads] == [a.shape for a in fb.inputs[0][1]]
+
+
+def test_run_script_works_from_any_directory(tmp_path):
+    """`python benchmarks/run.py table ...` from another directory renders the committed results."""
+    results = REPO_ROOT / "benchmarks" / "results" / "cpu-2026-11-21.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "run.py"), "table", str(results)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("### Training step (loss, backward, Adam):")
+    assert "| `cpu` | 256 | fp32 |" in proc.stdout
 
 
 def test_grid_runs_fused_backends_first_and_checkpoints_partial_documents():
     docs = []
-    final = bench.run_grid("cpu", sizes=(8,), providers=("reference", "torch"), modes=("train_step",), rounds=1,
+    final = grid.run_grid("cpu", sizes=(8,), providers=("reference", "torch"), modes=("train_step",), rounds=1,
                            warmup=1, in_process=True, checkpoint=docs.append, log=lambda line: None)
     assert len(docs) == 1  # after the first of two workers; the last one's document is the return value
     partial = docs[0]
     assert partial["complete"] is False and partial["workers"] == {"done": 1, "total": 2}
     assert {r["provider"] for r in partial["results"]} == {"torch"}  # RUN_ORDER: torch before reference
-    assert "partial run: 1 of 2 (provider, B) workers finished" in bench.render_tables(partial)
+    assert "partial run: 1 of 2 (provider, B) workers finished" in report.render_tables(partial)
     assert final["complete"] is True and final["workers"] == {"done": 2, "total": 2}
     assert {r["provider"] for r in final["results"]} == {"torch", "reference"}
-    assert "partial run" not in bench.render_tables(final)
-    assert sorted(bench.RUN_ORDER) == sorted(bench.PROVIDERS)
+    assert "partial run" not in report.render_tables(final)
+    assert sorted(config.RUN_ORDER) == sorted(config.PROVIDERS)
 
 
 def test_a_worker_past_its_time_limit_is_recorded_as_an_error():
     spec = {"provider": "torch", "B": 8, "device": "cpu", "precisions": ["fp32"], "modes": ["train_step"],
-            "ops": [], "timing": bench.FAST_TIMING, "memory": False}
-    out = bench._run_spec_in_subprocess(spec, timeout_s=0.01)
+            "ops": [], "timing": config.FAST_TIMING, "memory": False}
+    out = grid._run_spec_in_subprocess(spec, timeout_s=0.01)
     assert out["ceilings"] == [] and len(out["records"]) == 1
     record = out["records"][0]
     assert record["status"] == "error" and "ran past" in record["reason"] and record["provider"] == "torch"
     with pytest.raises(SystemExit):
-        bench.main(["run", "--device", "cpu", "--worker-timeout", "0"])
+        cli.main(["run", "--device", "cpu", "--worker-timeout", "0"])
 
 
 def test_pyro_m2_matches_the_m2_objective_in_expectation():
@@ -210,11 +255,7 @@ def test_pyro_m2_matches_the_m2_objective_in_expectation():
     pytest.importorskip("pyro")
     import pyro
 
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    try:
-        from pyro_m2 import PyroM2
-    finally:
-        sys.path.pop(0)
+    from pyro_m2 import PyroM2
     torch.manual_seed(0)
     model = M2(12, 3, 2, hidden=(8,), backend="reference").double()
     with torch.no_grad():
@@ -269,15 +310,15 @@ def test_gpu_session_script_runs_its_stages_in_order(tmp_path):
         script.chmod(0o755)
     env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}", SSVAE_FAST_WORKER_TIMEOUT="77")
     out = tmp_path / "out"
-    script = bench.REPO_ROOT / "benchmarks" / "gpu_session.sh"
+    script = REPO_ROOT / "benchmarks" / "gpu_session.sh"
     proc = subprocess.run(["bash", str(script), "--out", str(out), "tests", "bench-tf32", "bench-fp32"],
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in calls.read_text().splitlines() if not line.startswith(("nvidia-smi", "python3 -c"))]
     assert lines[0] == "python3 -m pytest tests -q -rs"  # no xdist (the fake python3 cannot import it)
-    assert lines[1].startswith("python3 -m ssvae_fast.bench --device cuda --worker-timeout 77 --precisions tf32 "
+    assert lines[1].startswith("python3 benchmarks/run.py --device cuda --worker-timeout 77 --precisions tf32 "
                                f"--out {out}/cuda-tf32-")
-    assert lines[2].startswith("python3 -m ssvae_fast.bench --device cuda --worker-timeout 77 --precisions fp32 "
+    assert lines[2].startswith("python3 benchmarks/run.py --device cuda --worker-timeout 77 --precisions fp32 "
                                "--providers reference,torch,triton,cuda --out")
     assert len(lines) == 3 and (out / "tests.log").exists() and (out / "bench-fp32.log").exists()
     bad = subprocess.run(["bash", str(script), "bench-everything"], env=env, capture_output=True, text=True)
@@ -294,7 +335,7 @@ def test_triton_registers_reports_compiled_kernels(tmp_path):
     pytest.importorskip("triton.backends.nvidia.compiler", reason="needs Triton's NVIDIA backend (ptxas)")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = tmp_path / "regs.json"
-    proc = subprocess.run([sys.executable, str(bench.REPO_ROOT / "benchmarks" / "triton_registers.py"),
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "triton_registers.py"),
                            "--kernels", "elbo", "--dtypes", "fp32,bf16", "--json", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -305,6 +346,6 @@ def test_triton_registers_reports_compiled_kernels(tmp_path):
     assert all(0 < r["registers"] <= 255 and r["spill_stores"] >= 0 for r in rows)
     assert all(r["constexprs"]["BLOCK_C"] == 16 for r in rows)  # next power of two >= C = 10, as launched
     assert "4 compiled kernels" in proc.stdout and "`_elbo_reduction_fwd_kernel` | fp32 |" in proc.stdout
-    interpreted = subprocess.run([sys.executable, str(bench.REPO_ROOT / "benchmarks" / "triton_registers.py")],
+    interpreted = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "triton_registers.py")],
                                  env=dict(env, TRITON_INTERPRET="1"), capture_output=True, text=True, timeout=600)
     assert interpreted.returncode != 0 and "unset TRITON_INTERPRET" in interpreted.stderr

@@ -1,13 +1,19 @@
-"""`ssvae_fast.ops.glue.FusedOp`: eager calls (a torch.autograd.Function around the two implementations)
-and the registered custom ops give the same tensors bit for bit, forward and backward, for every fused op
-of every compiled backend that runs here (`cpu`; `triton` under its interpreter or on a GPU; `cuda` on a
-GPU); tracers (fake tensors, torch.compile) get the custom ops. The autocast casting rule the GPU backends
-share.
+"""`ssvae_fast.ops.glue`, what every fused op shares.
+
+`FusedOp`: eager calls (a torch.autograd.Function around the two implementations) and the registered
+custom ops give the same tensors bit for bit, forward and backward, for every fused op of every compiled
+backend that runs here (`cpu`; `triton` under its interpreter or on a GPU; `cuda` on a GPU); tracers (fake
+tensors, torch.compile) get the custom ops. `Implementations`: every op has the cpu, cuda and triton
+kernels. `check_tensors`: each backend's device and dtype rules and their messages. `bind_backend`: the
+per-backend functions' names. The autocast casting rule the GPU backends share, and what it does to the
+elementwise ops.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import re
 
 import pytest
 import torch
@@ -15,49 +21,28 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ssvae_fast import backends
 from ssvae_fast.ops import glue
+from tests.op_checks import COMPILED, device_of, on_backends
 
-MODULES = {
-    "cpu": "ssvae_fast.ops.cpu_backend",
-    "triton": "ssvae_fast.ops.triton_ops",
-    "cuda": "ssvae_fast.ops.cuda_backend",
-}
-
-
-def _backend_module(name):
-    reason = backends.unavailable_reason(name)
-    if reason is not None:
-        pytest.skip(f"backend {name!r} cannot run here: {reason}")
-    return importlib.import_module(MODULES[name])
-
-
-def _device(name):
-    return "cpu" if name == "cpu" or not torch.cuda.is_available() else "cuda"
+OPS = {name: importlib.import_module(f"ssvae_fast.ops.{name}") for name in (
+    "class_conditional_activation", "gaussian_reparam_kl", "bernoulli_loglik_linear", "elbo_reduction")}
 
 
 def _cases(device):
-    """(attribute of the FusedOp in the backend module, forward arguments) at tiny odd shapes."""
+    """(op, the forward custom op's arguments) at tiny odd shapes."""
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g).to(device).requires_grad_(True)  # noqa: E731
     N, C, H, D, Z = 3, 4, 5, 7, 2
     classes = torch.randint(0, C, (N,), generator=g).to(device)
     x = (torch.rand(N, D, generator=g) < 0.4).float().to(device)
     return {
-        "every class": ("_class_conditional_op", (r(N, H), r(H, C), None, "softplus")),
-        "one class per row": ("_class_conditional_op", (r(N, H), r(H, C), classes, "relu")),
-        "labelled prefix": ("_class_conditional_op", (r(N, H), r(H, C), classes[:1], "softplus")),
-        "gaussian": ("_gaussian_op", (r(N, 2 * Z), r(N, Z))),
-        # rows: one labelled example, then C rows for each of the other two
-        "bernoulli": ("_bernoulli_op", (r(1 + (N - 1) * C, H), r(D, H), r(D), x, 1, C)),
-        "elbo": ("_elbo_op", (r(N + 2, C), classes[:2], r(2), r(2), r(N, C), r(N, C), 3.5)),
+        "every class": ("class_conditional_activation", (r(N, H), r(H, C), None, "softplus")),
+        "one class per row": ("class_conditional_activation", (r(N, H), r(H, C), classes, "relu")),
+        "labelled prefix": ("class_conditional_activation", (r(N, H), r(H, C), classes[:1], "softplus")),
+        "gaussian": ("gaussian_reparam_kl", (r(N, 2 * Z), r(N, Z))),
+        # rows: one labelled example, then C rows for each of the other two; s kept, exact GEMM
+        "bernoulli": ("bernoulli_loglik_linear", (r(1 + (N - 1) * C, H), r(D, H), r(D), x, 1, C, True, "ieee")),
+        "elbo": ("elbo_reduction", (r(N + 2, C), classes[:2], r(2), r(2), r(N, C), r(N, C), 3.5)),
     }
-
-
-def _forward_args(backend, attr, args):
-    """The forward op's own argument list (the Bernoulli op also takes store_s, and on cuda the precision)
-    after (h rows, weight, bias, x, n_labelled, C)."""
-    if attr != "_bernoulli_op":
-        return args
-    return args + ((True,) if backend != "cuda" else (True, "ieee"))
 
 
 def _run(call, args):
@@ -77,16 +62,12 @@ def _run(call, args):
     return kept, list(grads)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton", "cuda"])
-@pytest.mark.parametrize(
-    "case", ["every class", "one class per row", "labelled prefix", "gaussian", "bernoulli", "elbo"]
-)
+@pytest.mark.parametrize("case", ["every class", "one class per row", "labelled prefix", "gaussian", "bernoulli", "elbo"])
+@pytest.mark.parametrize("backend", on_backends(*COMPILED))
 def test_eager_path_equals_custom_op(backend, case):
-    module = _backend_module(backend)
-    attr, args = _cases(_device(backend))[case]
-    fused_op = getattr(module, attr)
-    assert isinstance(fused_op, glue.FusedOp)
-    args = _forward_args(backend, attr, args)
+    op, args = _cases(device_of(backend))[case]
+    fused_op = OPS[op].IMPLEMENTATIONS[backend]
+    assert isinstance(fused_op, glue.FusedOp) and fused_op.name == f"{op}_{backend}"
     eager_out, eager_grads = _run(fused_op, args)
     op_out, op_grads = _run(fused_op.op, args)
     assert len(eager_out) == len(op_out) and len(eager_grads) == len(op_grads) > 0
@@ -143,3 +124,121 @@ def test_autocast_casting_rule(monkeypatch):
     assert [t.dtype if t is not None else None for t in cast] == [torch.bfloat16, torch.bfloat16, None, torch.float64]
     promoted = glue.autocast_inputs((bf, f32, idx), matmul=False)
     assert [t.dtype for t in promoted] == [torch.float32, torch.float32, torch.int64]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Each backend's input rules (`check_tensors`), the per-backend names (`bind_backend`), the tables.
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend,device,interpret,where", [
+    ("cpu", "meta", "1", "CPU tensors (use backend 'cuda' or 'triton' for CUDA tensors)"),
+    ("cuda", "cpu", "1", "CUDA tensors (use backend 'torch' or 'cpu' on the CPU)"),
+    ("triton", "cpu", "0", "CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"),
+])
+def test_check_tensors_device_messages(backend, device, interpret, where, monkeypatch):
+    """A device the backend does not run on: ValueError naming the op, the backend, what it runs on and
+    the offending argument (Triton takes CPU tensors only under its interpreter)."""
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    expected = f"op_{backend}: the {backend} backend runs on {where}, got w on {device}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        glue.check_tensors(f"op_{backend}", backend, {"w": torch.zeros(2, device=device)})
+
+
+@pytest.fixture
+def rules_on_the_cpu(monkeypatch):
+    """Every backend's rule with the CPU as its device, so that its dtype checks run on any machine."""
+    for backend, rule in list(glue._RULES.items()):
+        monkeypatch.setitem(glue._RULES, backend, dataclasses.replace(rule, devices=lambda: ("cpu",)))
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_check_tensors_dtype_messages(backend, rules_on_the_cpu):
+    check = lambda floats, ints=None: glue.check_tensors(f"op_{backend}", backend, floats, ints)  # noqa: E731
+    f32, f64 = torch.zeros(2), torch.zeros(2, dtype=torch.float64)
+    check({"a": f32, "b": f32, "c": None}, {"classes": torch.zeros(2, dtype=torch.int64), "none": None})
+    check({"a": f64})
+    dtypes = "(torch.float32, torch.float64)" if backend == "cpu" else (
+        "(torch.float16, torch.bfloat16, torch.float32, torch.float64)")
+    with pytest.raises(TypeError, match=re.escape(f"op_{backend}: float inputs must share one dtype among {dtypes}, "
+                                                  "got a torch.float32, b torch.float64")):
+        check({"a": f32, "b": f64})
+    for half in (torch.float16, torch.bfloat16):  # the GPU backends take 16-bit floats, the cpu backend not
+        if backend == "cpu":
+            with pytest.raises(TypeError, match="one dtype"):
+                check({"a": f32.to(half)})
+        else:
+            check({"a": f32.to(half)})
+    with pytest.raises(TypeError, match=re.escape(f"op_{backend}: classes must be int64 class indices, got "
+                                                  "torch.int32")):
+        check({"a": f32}, {"classes": torch.zeros(2, dtype=torch.int32)})
+    with pytest.raises(TypeError, match=re.escape(f"op_{backend}: a must be a tensor, got list")):
+        check({"a": [0.0]})
+    with pytest.raises(ValueError, match=re.escape(f"op_{backend}: all tensors must be on one device, got a on cpu, "
+                                                   "b on meta")):
+        check({"a": f32, "b": torch.zeros(2, device="meta")})
+
+
+def test_bind_backend_names_the_per_backend_function():
+    def scaled(x, *, backend="torch", scale=1):
+        """Doc."""
+        return x, backend, scale
+
+    face = glue.bind_backend(scaled, "cpu")
+    assert face.__name__ == face.__qualname__ == "scaled_cpu" and face.__doc__ == "Doc."
+    assert face(3, scale=2) == (3, "cpu", 2)
+    for module in OPS.values():
+        for backend in COMPILED:
+            bound = getattr(module, f"{module.OP}_{backend}")
+            assert bound.__name__ == f"{module.OP}_{backend}"
+            assert bound.__doc__ == getattr(module, module.OP).__doc__
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_implementations_cover_every_compiled_backend(op):
+    """Each op's table has the cpu, cuda and triton kernels, each in its backend's kernel package, with
+    `forward` and `backward`; registering one (no GPU needed) gives the custom-op pair `<op>_<backend>`
+    and `<op>_<backend>_backward`, once."""
+    module = OPS[op]
+    table = module.IMPLEMENTATIONS
+    assert module.OP == table.op == op
+    assert sorted(table.backends) == sorted(COMPILED)
+    with pytest.raises(ValueError, match="no 'torch' implementation"):
+        table.module("torch")
+    for backend in COMPILED:
+        try:
+            kernels = table.module(backend)
+        except ImportError:  # pragma: no cover - Triton not installed
+            continue
+        assert kernels.__name__ == f"{backends._KERNEL_PACKAGES[backend]}.{op}"
+        assert callable(kernels.forward) and callable(kernels.backward)
+        fused = table[backend]
+        assert fused is table[backend] and fused.forward_impl is kernels.forward
+        assert hasattr(torch.ops.ssvae_fast, f"{op}_{backend}")
+        assert hasattr(torch.ops.ssvae_fast, f"{op}_{backend}_backward")
+
+
+@pytest.mark.parametrize("backend", on_backends("triton", "cuda"))
+def test_autocast_promotes_mixed_elementwise_inputs(backend):
+    """Under torch.autocast a bf16 activation meets float32 parameters: the elementwise ops run in the wider
+    dtype, as torch's own elementwise ops do, and equal the float32 call; outside autocast mixed dtypes are
+    refused. (The Bernoulli op casts to the autocast dtype instead: a bf16 GEMM, GPU only, covered by
+    tests/test_backends.py::test_autocast_bf16_against_tolerance_rule.)"""
+    device, ops = device_of(backend), backends.get_ops(backend)
+    g = torch.Generator().manual_seed(60)
+    r = lambda *shape: torch.randn(*shape, generator=g).to(device)  # noqa: E731
+    bf = lambda t: t.to(torch.bfloat16)  # noqa: E731
+    a, w_y, head, eps, logits = r(5, 12), r(12, 3), r(6, 8), r(6, 4), r(5, 3)
+    y_l = torch.tensor([2, 0], device=device)
+    ll_l, kl_l, ll_u, kl_u = r(2), r(2), r(3, 3), r(3, 3)
+    calls = {
+        "class_conditional_activation": lambda cast: ops.class_conditional_activation(cast(a), w_y, None, "softplus"),
+        "gaussian_reparam_kl": lambda cast: ops.gaussian_reparam_kl(cast(head), eps),
+        "elbo_reduction": lambda cast: ops.elbo_reduction(cast(logits), y_l, ll_l, kl_l, ll_u, kl_u, 2.0),
+    }
+    for name, call in calls.items():
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            got = call(bf)
+        expected = call(lambda t: bf(t).float())
+        for g_, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+            assert g_.dtype == torch.float32 and torch.equal(g_, e), name
+        with pytest.raises(TypeError, match="one dtype"):
+            call(bf)

@@ -41,6 +41,24 @@ namespace {
 
 constexpr int64_t kProductBlock = 512;
 
+// Elements d0..d1-1 of a row, with v = l + b (kBias) or l: adds x v - max(v, 0) to acc_sum, writes
+// s = x - sigmoid(v) (kStoreS) and returns prod_d (1 + exp(-|v|)).
+template <bool kStoreS, bool kBias>
+inline double epilogue_block(const float* l, const float* b, const float* x, float* s, int64_t d0, int64_t d1,
+                             double& acc_sum) {
+  double acc = acc_sum, prod = 1.0;
+  SSVAE_FAST_SIMD_SUM_ACC_PROD
+  for (int64_t d = d0; d < d1; ++d) {
+    const float v = kBias ? l[d] + b[d] : l[d];
+    const float e = exp_neg_f32(std::fabs(v));
+    if (kStoreS) s[d] = x[d] - sigmoid_from_exp_neg_abs_f32(v, e);
+    prod *= 1.0 + double(e);
+    acc += double(x[d] * v - (v > 0.0f ? v : 0.0f));
+  }
+  acc_sum = acc;
+  return prod;
+}
+
 // Returns sum_d x[d] v[d] - softplus(v[d]) (double) with v = l + b (b may be nullptr: zero), and
 // writes s[d] = x[d] - sigmoid(v[d]) unless s is nullptr (s may be l itself).
 SSVAE_FAST_TARGET_CLONES
@@ -49,41 +67,9 @@ double epilogue_row(const float* l, const float* b, const float* x, float* s, in
   for (int64_t d0 = 0; d0 < D; d0 += kProductBlock) {
     const int64_t d1 = std::min(D, d0 + kProductBlock);
     double prod = 1.0;
-    if (s != nullptr && b != nullptr) {
-      SSVAE_FAST_SIMD_SUM_ACC_PROD
-      for (int64_t d = d0; d < d1; ++d) {
-        const float v = l[d] + b[d];
-        const float e = exp_neg_f32(std::fabs(v));
-        s[d] = x[d] - sigmoid_from_exp_neg_abs_f32(v, e);
-        prod *= 1.0 + double(e);
-        acc += double(x[d] * v - (v > 0.0f ? v : 0.0f));
-      }
-    } else if (s != nullptr) {
-      SSVAE_FAST_SIMD_SUM_ACC_PROD
-      for (int64_t d = d0; d < d1; ++d) {
-        const float v = l[d];
-        const float e = exp_neg_f32(std::fabs(v));
-        s[d] = x[d] - sigmoid_from_exp_neg_abs_f32(v, e);
-        prod *= 1.0 + double(e);
-        acc += double(x[d] * v - (v > 0.0f ? v : 0.0f));
-      }
-    } else if (b != nullptr) {
-      SSVAE_FAST_SIMD_SUM_ACC_PROD
-      for (int64_t d = d0; d < d1; ++d) {
-        const float v = l[d] + b[d];
-        const float e = exp_neg_f32(std::fabs(v));
-        prod *= 1.0 + double(e);
-        acc += double(x[d] * v - (v > 0.0f ? v : 0.0f));
-      }
-    } else {
-      SSVAE_FAST_SIMD_SUM_ACC_PROD
-      for (int64_t d = d0; d < d1; ++d) {
-        const float v = l[d];
-        const float e = exp_neg_f32(std::fabs(v));
-        prod *= 1.0 + double(e);
-        acc += double(x[d] * v - (v > 0.0f ? v : 0.0f));
-      }
-    }
+    dispatch_flags(s != nullptr, b != nullptr, [&](auto store_s, auto bias) {
+      prod = epilogue_block<decltype(store_s)::value, decltype(bias)::value>(l, b, x, s, d0, d1, acc);
+    });
     log_sum += std::log(prod);
   }
   return acc - log_sum;
@@ -139,16 +125,11 @@ void accumulate_scaled_row(double* acc, const double* v, double g, int64_t n) {
 template <typename scalar_t>
 void bernoulli_linear_epilogue(const scalar_t* logits, const scalar_t* bias, const scalar_t* x, scalar_t* ll,
                                scalar_t* s, int64_t row0, int64_t rows, int64_t n_l, int64_t C, int64_t D) {
-  const bool parallel = rows > 1 && rows * D >= kParallelGrainElements;
-  (void)parallel;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (parallel)
-#endif
-  for (int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, rows * D, [&](int64_t r) {
     const int64_t row = row0 + r;
     const scalar_t* xr = x + (row < n_l ? row : n_l + (row - n_l) / C) * D;
     ll[r] = scalar_t(epilogue_row(logits + r * D, bias, xr, s != nullptr ? s + r * D : nullptr, D));
-  }
+  });
 }
 
 // One pass over fixed blocks of rows (block_begin: a partition that depends only on M): block i scales
@@ -160,20 +141,15 @@ void bernoulli_linear_backward_rows(const scalar_t* s, const scalar_t* g, const 
                                     scalar_t* g_h, scalar_t* db, int64_t M, int64_t D, int64_t H) {
   const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(64, M / 32));
   const int64_t work = M * ((db != nullptr ? D : 0) + (grad_h != nullptr ? H : 0) + (g_h != nullptr ? H : 0));
-  const bool parallel = blocks > 1 && work >= kParallelGrainElements;
   std::vector<double> partial(db != nullptr ? static_cast<size_t>(blocks * D) : 0, 0.0);
-  (void)parallel;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (parallel)
-#endif
-  for (int64_t i = 0; i < blocks; ++i) {
+  parallel_for(blocks, work, [&](int64_t i) {
     for (int64_t r = block_begin(M, blocks, i); r < block_begin(M, blocks, i + 1); ++r) {
       // db first: grad_h may be s itself.
       if (db != nullptr) accumulate_scaled_row(partial.data() + i * D, s + r * D, g[r], D);
       if (grad_h != nullptr) scale_row_inplace(grad_h + r * H, g[r], H);
       if (g_h != nullptr) scale_row(h + r * H, g[r], g_h + r * H, H);
     }
-  }
+  });
   if (db != nullptr) {
     for (int64_t d = 0; d < D; ++d) {
       double acc = 0.0;

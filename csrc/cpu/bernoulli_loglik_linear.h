@@ -1,6 +1,7 @@
 // CPU kernels (OpenMP) of the fused decoder output layer + Bernoulli log-likelihood; the GEMMs
 // (logits = h W^T + b, and the backward's products) are torch's, called from
-// ssvae_fast/ops/cpu_backend.py. What runs here is what torch would do in several elementwise passes:
+// ssvae_fast/cpu/bernoulli_loglik_linear.py. What runs here is what torch would do in several elementwise
+// passes:
 //
 //   epilogue   on a block of rows of h W^T (a chunk still in cache, or the whole (M, D) buffer), with
 //              the bias added here (torch's addmm would first copy the broadcast bias into its output):

@@ -8,7 +8,6 @@
 // needs for the selects and which changes no value).
 //
 //   exp_neg_f32(a)           exp(-a), a >= 0            <= 0.98 ulp; 0 for a > 87 (true value < 1.7e-38)
-//   log1p_unit_f32(e)        log1p(e), e in [0, 1]       log1p(exp(-a)) <= 1.95 ulp (glibc: 1.46 ulp)
 //   log1p_unit_poly_f32(e)   log1p(e), e in [0, 1]       <= 2.00 ulp; a degree-9 polynomial, no division
 //   exp_f32(x)               exp(x), any x               <= 1 ulp; gradual underflow; inf above 88.72
 //   one_minus_exp_neg_f32(y) 1 - exp(-y), y >= 0         <= 0.86 ulp (expm1 form: no cancellation at 0)
@@ -23,15 +22,18 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 // GCC on x86-64 Linux: clone the hot row functions for AVX-512, AVX2 and baseline SSE2, picked at load
-// time. Only plain (non-template) functions are cloned; OpenMP regions stay in the callers.
+// time, with every call inside them inlined (flatten), so that the helpers and row templates they use
+// are compiled for each clone's instruction set. Only plain (non-template) functions are cloned; OpenMP
+// regions stay in the callers.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SSVAE_FAST_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define SSVAE_FAST_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 #else
 #define SSVAE_FAST_TARGET_CLONES
 #endif
@@ -52,26 +54,44 @@
 namespace ssvae_fast {
 namespace cpu {
 
-// exp(-a) for a >= 0 (NaN -> NaN): Cody-Waite reduction a = n ln2 - r, |r| <= ln2/2, Cephes' expf
-// polynomial for exp(r), and 2^n built in the exponent bits. <= 0.98 ulp; 0 for a > 87.
-inline float exp_neg_f32(float a) {
+// Cody-Waite reduction of t in [-150, 128]: returns r and sets n (an integer-valued float) such that
+// t = n ln2 + r, |r| <= ln2/2.
+inline float reduce_ln2_f32(float t, float& n) {
   const float kLog2e = 1.44269504088896341f;
   const float kLn2Hi = 0x1.62e400p-1f;   // 0.693145751953125: n * kLn2Hi is exact for |n| < 2^9
   const float kLn2Lo = 0x1.7f7d1cp-20f;  // ln 2 - kLn2Hi
   const float kRound = 12582912.0f;      // 1.5 * 2^23: (v + kRound) - kRound rounds v to an integer
-  const float t = -(a < 87.0f ? a : 87.0f);  // in [-87, 0]; NaN becomes -87 here, restored below
-  const float n = (t * kLog2e + kRound) - kRound;
-  const float r = (t - n * kLn2Hi) - n * kLn2Lo;
+  n = (t * kLog2e + kRound) - kRound;
+  return (t - n * kLn2Hi) - n * kLn2Lo;
+}
+
+// exp(r) for |r| <= ln2/2: Cephes' expf polynomial.
+inline float exp_reduced_f32(float r) {
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
+  return p * r * r + r + 1.0f;
+}
+
+// 2^k for an integer k in [-126, 127], built in the exponent bits.
+inline float pow2_f32(int32_t k) {
+  const int32_t bits = (k + 127) << 23;
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+// exp(-a) for a >= 0 (NaN -> NaN): the reduction -a = n ln2 + r of reduce_ln2_f32, Cephes' expf
+// polynomial for exp(r), and 2^n built in the exponent bits. <= 0.98 ulp; 0 for a > 87.
+inline float exp_neg_f32(float a) {
+  const float t = -(a < 87.0f ? a : 87.0f);  // in [-87, 0]; NaN becomes -87 here, restored below
+  float n;
+  const float r = reduce_ln2_f32(t, n);
+  const float p = exp_reduced_f32(r);
+  const float scale = pow2_f32(static_cast<int32_t>(n));  // 2^n, n in [-126, 0]
   const float e = (a > 87.0f) ? 0.0f : p * scale;
   return (a != a) ? a : e;
 }
@@ -80,61 +100,27 @@ inline float exp_neg_f32(float a) {
 // [-104, 88.73], and 2^n applied as two factors 2^(n/2) 2^(n - n/2), so that results in the subnormal
 // range underflow gradually (as libm's expf) and 2^128 needs no special exponent. <= 1 ulp.
 inline float exp_f32(float x) {
-  const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0x1.62e400p-1f;
-  const float kLn2Lo = 0x1.7f7d1cp-20f;
-  const float kRound = 12582912.0f;
   const float kMax = 88.72283935546875f;  // above: exp(x) > FLT_MAX
   const float kMin = -103.972084f;        // below: exp(x) < 2^-150, rounds to 0
   float t = x < kMax ? x : kMax;          // NaN -> kMax here; restored below
   t = t > kMin ? t : kMin;
-  const float n = (t * kLog2e + kRound) - kRound;  // in [-150, 128]
-  const float r = (t - n * kLn2Hi) - n * kLn2Lo;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  float n;                                // in [-150, 128]
+  const float r = reduce_ln2_f32(t, n);
+  const float p = exp_reduced_f32(r);
   const int32_t ni = static_cast<int32_t>(n);
   const int32_t n1 = ni >> 1;  // floor(n / 2), in [-75, 64]
-  const int32_t bits1 = (n1 + 127) << 23;
-  const int32_t bits2 = (ni - n1 + 127) << 23;
-  float s1, s2;
-  std::memcpy(&s1, &bits1, sizeof s1);
-  std::memcpy(&s2, &bits2, sizeof s2);
-  float e = (p * s1) * s2;
+  float e = (p * pow2_f32(n1)) * pow2_f32(ni - n1);
   e = (x > kMax) ? INFINITY : e;
   e = (x < kMin) ? 0.0f : e;
   return (x != x) ? x : e;
 }
 
-// log1p(e) for e in [0, 1] (NaN -> NaN): fdlibm's logf kernel on u = fl(1 + e), plus the rounding
-// correction (e - (u - 1)) / u, which is exact to first order (u - 1 is exact for u in [1, 2]).
-inline float log1p_unit_f32(float e) {
-  const float kLn2Hi = 6.9313812256e-01f;  // fdlibm's split of ln 2
-  const float kLn2Lo = 9.0580006145e-06f;
-  const float kLg1 = 0xaaaaaa.0p-24f, kLg2 = 0xccce13.0p-25f;  // |log((1+s)/(1-s))/s - Lg(s)| < 2^-34
-  const float kLg3 = 0x91e9ee.0p-25f, kLg4 = 0xf89e26.0p-26f;
-  const float u = 1.0f + e;
-  const float correction = (e - (u - 1.0f)) / u;
-  const bool halve = u > 1.41421356f;  // log(u) = k ln 2 + log(1 + f), f in [-0.29, 0.41]
-  const float k = halve ? 1.0f : 0.0f;
-  const float f = (halve ? u * 0.5f : u) - 1.0f;
-  const float s = f / (2.0f + f);
-  const float z = s * s;
-  const float w = z * z;
-  const float R = z * (kLg1 + w * kLg3) + w * (kLg2 + w * kLg4);
-  const float hfsq = 0.5f * f * f;
-  return k * kLn2Hi - ((hfsq - (s * (hfsq + R) + k * kLn2Lo)) - f) + correction;
-}
-
 // log1p(e) for e in [0, 1] as e * P(e), P of degree 9 (Chebyshev interpolant of log1p(e) / e on [0, 1],
 // relative error 5.3e-9; fitted in float64, coefficients rounded to float). No range reduction, no
-// division: 10 FMAs. Measured over every float in [0, 1]: <= 2.00 ulp (log1p_unit_f32: 1.23 ulp);
-// log1p(exp(-a)) with exp_neg_f32, every 1/4096 in [0, 87): <= 2.04 ulp (log1p_unit_f32: 1.84 ulp).
-// Softplus through it costs 0.60 ns/element instead of 1.04 (one core, AVX-512).
+// division: 10 FMAs. Measured over every float in [0, 1]: <= 2.00 ulp (fdlibm's logf kernel on 1 + e,
+// with its rounding correction: 1.23 ulp); log1p(exp(-a)) with exp_neg_f32, every 1/4096 in [0, 87):
+// <= 2.04 ulp (that kernel: 1.84 ulp). Softplus through it costs 0.60 ns/element instead of 1.04 (one
+// core, AVX-512).
 inline float log1p_unit_poly_f32(float e) {
   float p = -3.176057013e-03f;
   p = p * e + 1.954252645e-02f;
@@ -154,13 +140,9 @@ inline float log1p_unit_poly_f32(float e) {
 // and -expm1(-y) = -(2^n expm1(r) + (2^n - 1)), where 2^n - 1 is exact: no cancellation near y = 0.
 // <= 0.86 ulp (measured every 2^-16 in [0, 30) and over [1e-30, 1e-2]); 1 for y > 87.
 inline float one_minus_exp_neg_f32(float y) {
-  const float kLog2e = 1.44269504088896341f;
-  const float kLn2Hi = 0x1.62e400p-1f;
-  const float kLn2Lo = 0x1.7f7d1cp-20f;
-  const float kRound = 12582912.0f;
   const float x = -(y < 87.0f ? y : 87.0f);  // in [-87, 0]; NaN -> -87, restored below
-  const float n = (x * kLog2e + kRound) - kRound;
-  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+  float n;
+  const float r = reduce_ln2_f32(x, n);
   float p = 1.0f / 40320.0f;
   p = p * r + 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -169,9 +151,7 @@ inline float one_minus_exp_neg_f32(float y) {
   p = p * r + 1.0f / 6.0f;
   p = p * r + 0.5f;
   const float expm1_r = r + r * r * p;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
+  const float scale = pow2_f32(static_cast<int32_t>(n));  // 2^n, n in [-126, 0]
   const float v = (y > 87.0f) ? 1.0f : -(scale * expm1_r + (scale - 1.0f));
   return (y != y) ? y : v;
 }
@@ -207,6 +187,55 @@ constexpr int64_t kParallelGrainElements = 1 << 15;
 // A fixed partition of n items into `blocks` contiguous ranges: [begin(i), begin(i + 1)). It depends
 // only on n and blocks, never on the thread count, so reductions over blocks are deterministic.
 inline int64_t block_begin(int64_t n, int64_t blocks, int64_t i) { return (n * i) / blocks; }
+
+// Calls body(i) for i = 0..n-1, split statically over the OpenMP threads when n > 1 and `work` (the
+// elements the loop touches) reaches kParallelGrainElements, else on the calling thread.
+template <typename Body>
+inline void parallel_for(int64_t n, int64_t work, Body&& body) {
+  const bool parallel = n > 1 && work >= kParallelGrainElements;
+  (void)parallel;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (parallel)
+#endif
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
+// OpenMP's maximum number of threads (1 when built without OpenMP).
+inline int num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// Whether this module was compiled with OpenMP.
+inline bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+// ---- specializing loops ----------------------------------------------------------------------------
+
+// Calls f(std::bool_constant<a>{}, std::bool_constant<b>{}) for the run-time flags a and b, so that a
+// row loop is compiled once per combination with no test left inside it.
+template <typename F>
+inline void dispatch_flags(bool a, bool b, F&& f) {
+  if (a) {
+    if (b) {
+      f(std::true_type{}, std::true_type{});
+    } else {
+      f(std::true_type{}, std::false_type{});
+    }
+  } else if (b) {
+    f(std::false_type{}, std::true_type{});
+  } else {
+    f(std::false_type{}, std::false_type{});
+  }
+}
 
 }  // namespace cpu
 }  // namespace ssvae_fast

@@ -28,7 +28,7 @@
 // per tile (L1/L2) and ll_partial (M * 13 floats, 52 KB) in; ll out; plus s (3.1 MB) when a gradient is
 // needed, which replaces the logits the plain-torch backward would keep and rescan.
 //
-// Backward (VJP) with g = dLoss/dll (M,), in ssvae_fast/ops/cuda_backend.py (cuBLAS GEMMs on s):
+// Backward (VJP) with g = dLoss/dll (M,), in ssvae_fast/cuda/bernoulli_loglik_linear.py (cuBLAS GEMMs on s):
 //   dl[m, d] = g[m] * s[m, d]
 //   dh       = dl W            = g[:, None] * (s W)                          (M, H)
 //   dW       = dl^T h          = s^T (g[:, None] * h)                        (D, H)
@@ -120,6 +120,17 @@ __device__ __forceinline__ void load_operand(reg_t (&reg)[kLoads], const in_t* b
   }
 }
 
+// Both operands of the K step at k0 (load_operand): rows m0.. of h into a_reg, rows d0.. of W into b_reg.
+template <int kLoads, int kRowStep, typename in_t, typename reg_t>
+__device__ __forceinline__ void load_operands(reg_t (&a_reg)[kLoads], reg_t (&b_reg)[kLoads],
+                                              const BernoulliLinearForwardArgs& p, int64_t m0, int64_t d0, int64_t k0,
+                                              int r_first, int k_local) {
+  load_operand<kLoads, kRowStep>(a_reg, static_cast<const in_t*>(p.h), p.M, m0, p.stride_hm, p.stride_hk, p.H, k0,
+                                 r_first, k_local);
+  load_operand<kLoads, kRowStep>(b_reg, static_cast<const in_t*>(p.weight), p.D, d0, p.stride_wd, p.stride_wk, p.H,
+                                 k0, r_first, k_local);
+}
+
 // ------------------------------------------------------------------------------------------------------
 // Tensor-core path.
 // ------------------------------------------------------------------------------------------------------
@@ -177,8 +188,6 @@ bernoulli_linear_tc_kernel(const BernoulliLinearForwardArgs p) {  // sizes, stri
 
   const int64_t m0 = int64_t(blockIdx.x) * kBlockM;
   const int64_t d0 = int64_t(blockIdx.y) * kBlockD;
-  const auto* h = static_cast<const in_t*>(p.h);
-  const auto* w = static_cast<const in_t*>(p.weight);
 
   // Staging: thread t loads column k = t % 32 of rows t / 32 + 4 i (i = 0..15) of both operands, so a
   // warp reads 32 consecutive k of one row (coalesced when stride_hk = stride_wk = 1) and stores 32
@@ -201,10 +210,7 @@ bernoulli_linear_tc_kernel(const BernoulliLinearForwardArgs p) {  // sizes, stri
   }
 
   const int64_t k_steps = (p.H + kTcBlockK - 1) / kTcBlockK;
-  if (k_steps > 0) {
-    load_operand<kLoads, kRowStep>(a_reg, h, p.M, m0, p.stride_hm, p.stride_hk, p.H, 0, load_r, load_k);
-    load_operand<kLoads, kRowStep>(b_reg, w, p.D, d0, p.stride_wd, p.stride_wk, p.H, 0, load_r, load_k);
-  }
+  if (k_steps > 0) load_operands<kLoads, kRowStep, in_t>(a_reg, b_reg, p, m0, d0, 0, load_r, load_k);
   for (int64_t t = 0; t < k_steps; ++t) {
 #pragma unroll
     for (int i = 0; i < kLoads; ++i) {
@@ -213,9 +219,7 @@ bernoulli_linear_tc_kernel(const BernoulliLinearForwardArgs p) {  // sizes, stri
     }
     __syncthreads();  // the tiles are complete
     if (t + 1 < k_steps) {  // next step's global loads, in flight during the MMAs below
-      const int64_t k0 = (t + 1) * kTcBlockK;
-      load_operand<kLoads, kRowStep>(a_reg, h, p.M, m0, p.stride_hm, p.stride_hk, p.H, k0, load_r, load_k);
-      load_operand<kLoads, kRowStep>(b_reg, w, p.D, d0, p.stride_wd, p.stride_wk, p.H, k0, load_r, load_k);
+      load_operands<kLoads, kRowStep, in_t>(a_reg, b_reg, p, m0, d0, (t + 1) * kTcBlockK, load_r, load_k);
     }
 #pragma unroll
     for (int kk = 0; kk < kTcBlockK; kk += Traits::kK) {
@@ -271,8 +275,6 @@ bernoulli_linear_simt_kernel(const BernoulliLinearForwardArgs p) {  // sizes, st
 
   const int64_t m0 = int64_t(blockIdx.x) * kBlockM;
   const int64_t d0 = int64_t(blockIdx.y) * kBlockD;
-  const auto* h = static_cast<const scalar_t*>(p.h);
-  const auto* w = static_cast<const scalar_t*>(p.weight);
 
   // Staging: thread t loads column t % 16 of rows t / 16 + 16 i (i = 0..3) of both operands.
   constexpr int kLoads = kBlockM * kSimtBlockK / kSimtThreads;  // 4
@@ -294,10 +296,7 @@ bernoulli_linear_simt_kernel(const BernoulliLinearForwardArgs p) {  // sizes, st
   }
 
   const int64_t k_steps = (p.H + kSimtBlockK - 1) / kSimtBlockK;
-  if (k_steps > 0) {
-    load_operand<kLoads, kRowStep>(a_reg, h, p.M, m0, p.stride_hm, p.stride_hk, p.H, 0, load_r, load_k);
-    load_operand<kLoads, kRowStep>(b_reg, w, p.D, d0, p.stride_wd, p.stride_wk, p.H, 0, load_r, load_k);
-  }
+  if (k_steps > 0) load_operands<kLoads, kRowStep, scalar_t>(a_reg, b_reg, p, m0, d0, 0, load_r, load_k);
   for (int64_t t = 0; t < k_steps; ++t) {
 #pragma unroll
     for (int i = 0; i < kLoads; ++i) {
@@ -306,9 +305,7 @@ bernoulli_linear_simt_kernel(const BernoulliLinearForwardArgs p) {  // sizes, st
     }
     __syncthreads();  // the tiles are complete
     if (t + 1 < k_steps) {  // next step's global loads, in flight during the FMAs below
-      const int64_t k0 = (t + 1) * kSimtBlockK;
-      load_operand<kLoads, kRowStep>(a_reg, h, p.M, m0, p.stride_hm, p.stride_hk, p.H, k0, load_r, load_k);
-      load_operand<kLoads, kRowStep>(b_reg, w, p.D, d0, p.stride_wd, p.stride_wk, p.H, k0, load_r, load_k);
+      load_operands<kLoads, kRowStep, scalar_t>(a_reg, b_reg, p, m0, d0, (t + 1) * kSimtBlockK, load_r, load_k);
     }
 #pragma unroll
     for (int k = 0; k < kSimtBlockK; ++k) {

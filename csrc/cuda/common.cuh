@@ -1,4 +1,4 @@
-// Shared CUDA helpers: launch checking, warp and block reductions.
+// Shared CUDA helpers: launch checking and warp reductions.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,16 +20,6 @@ inline void check_launch(const char* kernel_name) {
   }
 }
 
-// Sum over the 32 lanes of a warp; the result is valid in lane 0.
-template <typename T>
-__device__ __forceinline__ T warp_reduce_sum(T value) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    value += __shfl_down_sync(0xffffffffu, value, offset);
-  }
-  return value;
-}
-
 // Sum over the 32 lanes of a warp by a butterfly (XOR shuffles); every lane gets the same bits (each
 // step adds a pair in both lanes, and a + b == b + a exactly), in a fixed order: deterministic.
 // All 32 lanes must call it.
@@ -49,23 +39,6 @@ __device__ __forceinline__ T warp_allreduce_max(T value) {
   for (int offset = 16; offset > 0; offset >>= 1) {
     value = fmax(value, __shfl_xor_sync(0xffffffffu, value, offset));
   }
-  return value;
-}
-
-// Sum over the kBlockSize threads of a block (a fixed tree, so deterministic); valid in thread 0.
-// Every thread of the block must call it.
-template <int kBlockSize, typename T>
-__device__ __forceinline__ T block_reduce_sum(T value) {
-  static_assert(kBlockSize % 32 == 0 && kBlockSize <= 1024, "block size must be a multiple of 32");
-  constexpr int kWarps = kBlockSize / 32;
-  __shared__ T warp_sums[kWarps];
-  const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
-  value = warp_reduce_sum(value);
-  if (lane == 0) warp_sums[warp] = value;
-  __syncthreads();
-  value = (threadIdx.x < kWarps) ? warp_sums[lane] : T(0);
-  if (warp == 0) value = warp_reduce_sum(value);
   return value;
 }
 

@@ -16,100 +16,37 @@ over rows):
     dx[n]    = sum_c g[n, c] l[n, c]                     = W (sum_c g h)[n] + b sum_c g[n]
 
 so the torch op keeps only sig (written over the logits' buffer) between forward and backward, and
-its backward is two large GEMMs over sig instead of autograd's elementwise chain over the logits.
+its backward is two large GEMMs over sig instead of autograd's elementwise chain over the logits. The
+compiled backends keep s = x - sigmoid(l) instead (the GPU kernels write it in the GEMM's epilogue; the
+logits never reach memory), or nothing, recomputing the logits in the backward where a backend's setting
+asks for it.
 
 Two forms, one computation: h (N, C, H), every example with C rows; or h (M, H) rows with n_labelled
 examples first, one row each (their label's), then C rows per remaining example, M = n_l + (N - n_l) C:
 the layout `class_conditional_activation` produces when given the labels, so that M2's labelled and
 unlabelled examples go through the decoder as one batch. In every formula above, "the C rows of
 example n" then reads "the rows of example n".
+
+Faces, top to bottom: the plain-torch op (the `torch` backend), the input checks, the custom ops' fakes,
+the autograd formula every compiled backend shares, the table of implementations by backend, and the
+public entry point `bernoulli_loglik_linear(h, weight, bias, x, n_labelled, backend=...)`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: torch.library.custom_op infers each op's schema from the
+# implementations' real annotations.
+from typing import Optional
 
 import torch
+from torch import Tensor
 
 from ..functional import softplus
+from ..rows import per_example_sum
+from .glue import Implementations, bind_backend, cast_for_backend, check_tensors
+
+OP = "bernoulli_loglik_linear"
 
 
-def _n_rest(rows: int, n_labelled: int, n_classes: int, n_examples) -> int:
-    """Examples after the labelled prefix: N - n_l when N is given, else inferred from the rows."""
-    if n_examples is not None:
-        return n_examples - n_labelled
-    return (rows - n_labelled) // n_classes if n_classes else 0
-
-
-def per_example_sum(t: torch.Tensor, n_labelled: int, n_classes: int, n_examples=None) -> torch.Tensor:
-    """(M, ...) rows in the layout of `bernoulli_loglik_linear`'s 2-D form -> (N, ...) sums over each
-    example's rows: row i for i < n_l, rows n_l + j * C + c (c < C) for example n_l + j. n_examples (N)
-    is needed only when C = 0 (examples without rows)."""
-    n_l = n_labelled
-    n_u = _n_rest(t.shape[0], n_l, n_classes, n_examples)
-    summed = t[n_l:].reshape(n_u, n_classes, *t.shape[1:]).sum(1)
-    return torch.cat([t[:n_l], summed]) if n_l else summed
-
-
-def bernoulli_linear_vjp_from_s(s, grad_ll, h, weight, bias, n_labelled: int, n_classes: int, n_examples=None):
-    """(dh (M, H), dW (D, H), db (D,) or empty without bias, dx (N, D)) as torch GEMMs, from
-    s = x - sigmoid(l) (M, D) kept by a fused forward: dl = g * s is never formed (the row factor g goes
-    through the (M, H) side), and dx uses l's linearity in h. h (M, H) and grad_ll (M,) are rows in the
-    2-D layout of `bernoulli_loglik_linear_torch`. The backward of the GPU backends' ops."""
-    g = grad_ll.reshape(-1)
-    dh = (s @ weight) * g[:, None]  # dl W
-    dweight = s.t() @ (h * g[:, None])  # dl^T h
-    dbias = s.t() @ g if bias is not None else h.new_empty((0,))  # sum_m dl[m]
-    return dh, dweight, dbias, bernoulli_linear_dx(g, h, weight, bias, n_labelled, n_classes, n_examples)
-
-
-def bernoulli_linear_dx(grad_ll, h, weight, bias, n_labelled: int, n_classes: int, n_examples=None):
-    """dx[n] = sum over example n's rows m of g[m] l[m] = W (sum_m g[m] h[m]) + b sum_m g[m], (N, D);
-    grad_ll (M,) and h (M, H) in the 2-D layout. The weighted row sums are a batched GEMM, (N, H)."""
-    g = grad_ll.reshape(-1)
-    n_l = n_labelled
-    n_u = _n_rest(h.shape[0], n_l, n_classes, n_examples)
-    g_h = torch.bmm(g[n_l:].view(n_u, 1, n_classes), h[n_l:].view(n_u, n_classes, h.shape[1])).squeeze(1)
-    if n_l:
-        g_h = torch.cat([g[:n_l, None] * h[:n_l], g_h])
-    dx = g_h @ weight.t()
-    if bias is not None:
-        dx = dx + per_example_sum(g, n_l, n_classes, n_examples)[:, None] * bias
-    return dx
-
-
-def check_bernoulli_linear_inputs(h, weight, bias, x, n_labelled: int = 0) -> int:
-    """Checks the shapes; returns C, the rows per unlabelled example (h's second dim for the 3-D form)."""
-    if h.dim() not in (2, 3):
-        raise ValueError(f"h must be (N, C, H) or (M, H) rows, got shape {tuple(h.shape)}")
-    hidden = h.shape[-1]
-    if weight.dim() != 2 or weight.shape[1] != hidden:
-        raise ValueError(f"weight must be (D, H) with H = {hidden}, got {tuple(weight.shape)}")
-    d = weight.shape[0]
-    if bias is not None and bias.shape != (d,):
-        raise ValueError(f"bias must be (D,) = ({d},), got {tuple(bias.shape)}")
-    if x.dim() != 2 or x.shape[1] != d:
-        raise ValueError(f"x must be (N, D) with D = {d}, got {tuple(x.shape)}")
-    n = x.shape[0]
-    if h.dim() == 3:
-        if h.shape[0] != n:
-            raise ValueError(f"x must be (N, D) = {(h.shape[0], d)} for h {tuple(h.shape)}, got {tuple(x.shape)}")
-        if n_labelled != 0:
-            raise ValueError("n_labelled applies to the 2-D (M, H) form of h only")
-        return h.shape[1]
-    if not 0 <= n_labelled <= n:
-        raise ValueError(f"n_labelled must be in [0, N = {n}], got {n_labelled}")
-    rest_rows, rest_examples = h.shape[0] - n_labelled, n - n_labelled
-    if rest_examples == 0:
-        if rest_rows != 0:
-            raise ValueError(f"h has {h.shape[0]} rows; with n_labelled = N = {n} it must have N")
-        return 1
-    if rest_rows < 0 or rest_rows % rest_examples:
-        raise ValueError(
-            f"h has {h.shape[0]} rows; it must have n_labelled + (N - n_labelled) * C = "
-            f"{n_labelled} + {rest_examples} * C for x (N, D) = {tuple(x.shape)}"
-        )
-    return rest_rows // rest_examples
-
-
+# 1. The plain-torch face.
 def _rows_dot(h, v, n_l: int, n_classes: int):
     """(M,) h[m] . v[example of m], without repeating v per row (h (M, K), v (N, K))."""
     rest = h[n_l:]
@@ -179,9 +116,145 @@ def bernoulli_loglik_linear_torch(
     scores x[n_l + j] (the layout of `class_conditional_activation` with n_l classes given) -> ll (M,).
     weight: (D, H), bias: (D,) or None.
     """
-    n_classes = check_bernoulli_linear_inputs(h, weight, bias, x, n_labelled)
+    n_classes = check_inputs(h, weight, bias, x, n_labelled)
     if h.dim() == 3:
         n = h.shape[0]
         rows = h.reshape(n * n_classes, h.shape[2])
         return _BernoulliLoglikLinear.apply(rows, weight, bias, x, 0, n_classes).view(n, n_classes)
     return _BernoulliLoglikLinear.apply(h, weight, bias, x, n_labelled, n_classes)
+
+
+# 2. Input checks (shapes; each backend's devices and dtypes are checked by `glue.check_tensors`).
+def check_inputs(h, weight, bias, x, n_labelled: int = 0) -> int:
+    """Checks the shapes; returns C, the rows per unlabelled example (h's second dim for the 3-D form)."""
+    if h.dim() not in (2, 3):
+        raise ValueError(f"h must be (N, C, H) or (M, H) rows, got shape {tuple(h.shape)}")
+    hidden = h.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != hidden:
+        raise ValueError(f"weight must be (D, H) with H = {hidden}, got {tuple(weight.shape)}")
+    d = weight.shape[0]
+    if bias is not None and bias.shape != (d,):
+        raise ValueError(f"bias must be (D,) = ({d},), got {tuple(bias.shape)}")
+    if x.dim() != 2 or x.shape[1] != d:
+        raise ValueError(f"x must be (N, D) with D = {d}, got {tuple(x.shape)}")
+    n = x.shape[0]
+    if h.dim() == 3:
+        if h.shape[0] != n:
+            raise ValueError(f"x must be (N, D) = {(h.shape[0], d)} for h {tuple(h.shape)}, got {tuple(x.shape)}")
+        if n_labelled != 0:
+            raise ValueError("n_labelled applies to the 2-D (M, H) form of h only")
+        return h.shape[1]
+    if not 0 <= n_labelled <= n:
+        raise ValueError(f"n_labelled must be in [0, N = {n}], got {n_labelled}")
+    rest_rows, rest_examples = h.shape[0] - n_labelled, n - n_labelled
+    if rest_examples == 0:
+        if rest_rows != 0:
+            raise ValueError(f"h has {h.shape[0]} rows; with n_labelled = N = {n} it must have N")
+        return 1
+    if rest_rows < 0 or rest_rows % rest_examples:
+        raise ValueError(
+            f"h has {h.shape[0]} rows; it must have n_labelled + (N - n_labelled) * C = "
+            f"{n_labelled} + {rest_examples} * C for x (N, D) = {tuple(x.shape)}"
+        )
+    return rest_rows // rest_examples
+
+
+# 3. The custom ops' schemas (from the implementations' annotations) and fakes; h is always (M, H) rows:
+#    forward(h, weight, bias?, x, n_labelled, n_classes, store_s, precision)
+#        -> (ll (M,), s = x - sigmoid(l) (M, D) when store_s, else (0,))
+#    backward(grad_ll, h, weight, bias?, x, s, n_labelled, n_classes, precision,
+#             need_h, need_weight, need_bias, need_x) -> (dh, dW, db, dx), each (0,) when not needed;
+#        an s that is not (M, D) is recomputed.
+def _forward_fake(h, weight, bias, x, n_labelled, n_classes, store_s, precision):
+    return h.new_empty((h.shape[0],)), h.new_empty((h.shape[0], weight.shape[0]) if store_s else (0,))
+
+
+def _backward_fake(grad_ll, h, weight, bias, x, s, n_labelled, n_classes, precision, need_h, need_weight,
+                   need_bias, need_x):
+    D = weight.shape[0]
+    return (
+        h.new_empty(h.shape if need_h else (0,)),
+        h.new_empty((D, h.shape[1]) if need_weight else (0,)),
+        h.new_empty((D,) if need_bias and bias is not None else (0,)),
+        h.new_empty((x.shape[0], D) if need_x else (0,)),
+    )
+
+
+# 4. The autograd formula. s is the backward's only use of the forward's (M, D) work: a backend whose
+# kernels can overwrite it in place (`backward_in_place`) gets it in eager mode, once; a second backward
+# through the same graph (retain_graph) then recomputes it.
+def _setup_context(ctx, inputs, output, kernels) -> None:
+    h, weight, bias, x, n_labelled, n_classes, store_s, precision = inputs
+    _, s = output
+    ctx.layout = (n_labelled, n_classes, precision)
+    ctx.s_used = False
+    ctx.save_for_backward(h, weight, bias, x, s)
+    ctx.mark_non_differentiable(s)
+    ctx.set_materialize_grads(False)
+
+
+def _vjp(ctx, backward, grad_ll, grad_s):
+    needs = ctx.needs_input_grad
+    if grad_ll is None or not any(needs[:4]):
+        return (None,) * 8
+    h, weight, bias, x, s = ctx.saved_tensors
+    in_place = getattr(backward, "in_place", None)
+    if ctx.s_used:
+        s = s.new_empty((0,))
+    elif in_place is not None and s.numel() == h.shape[0] * weight.shape[0] and s.numel():
+        backward, ctx.s_used = in_place, True
+    dh, dweight, dbias, dx = backward(
+        grad_ll, h, weight, bias, x, s, *ctx.layout, needs[0], needs[1], bias is not None and needs[2], needs[3]
+    )
+    return (
+        dh if needs[0] else None,
+        dweight if needs[1] else None,
+        dbias if bias is not None and needs[2] else None,
+        dx if needs[3] else None,
+    ) + (None,) * 4
+
+
+# 5. Implementations by backend: `torch` is the face above; each other backend's kernels are in
+#    ssvae_fast/<backend>/<OP>.py. Each kernel module also says whether its
+# forward keeps s (`keeps_s()`: False under its recompute setting) and which GEMM precision it runs
+# (`resolve_precision(None | str)`).
+IMPLEMENTATIONS = Implementations(OP, ("cpu", "cuda", "triton"), _forward_fake, _backward_fake, _setup_context, _vjp)
+
+
+def bernoulli_loglik_linear(
+    h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_labelled: int = 0, *, backend: str = "torch",
+    precision: Optional[str] = None,
+) -> Tensor:
+    """ll = sum_d x_d l_d - softplus(l_d) for every row of h, l = W h + b, by `backend`'s kernels.
+
+    3-D form: h (N, C, H), x (N, D) shared by the C rows of example n -> ll (N, C) (n_labelled must be 0).
+    2-D form: h (M, H) rows, M = n_l + (N - n_l) * C with n_l = n_labelled: row i < n_l scores x[i], row
+    n_l + j * C + c scores x[n_l + j] (the layout of `class_conditional_activation` given n_l classes)
+    -> ll (M,). weight: (D, H); bias: (D,) or None. Returns h's dtype; accumulates in fp32 (fp64 for fp64
+    inputs; row sums in double on the CPU). precision: the in-kernel GEMM's ("tf32" or "ieee" on cuda,
+    "ieee", "tf32" or "tf32x3" on triton; None: the backend's setting; float64 is always exact).
+    Differentiable in h, weight, bias and x; deterministic. When a gradient is needed the forward keeps
+    s = x - sigmoid(l), (M, D), for the backward, unless the backend's recompute setting is on.
+    """
+    if backend == "torch":
+        return bernoulli_loglik_linear_torch(h, weight, bias, x, n_labelled)
+    n_classes = check_inputs(h, weight, bias, x, n_labelled)
+    h, weight, bias, x = cast_for_backend(backend, (h, weight, bias, x), matmul=True)
+    check_tensors(f"{OP}_{backend}", backend, {"h": h, "weight": weight, "bias": bias, "x": x})
+    kernels = IMPLEMENTATIONS.module(backend)
+    precision = kernels.resolve_precision(precision)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (h, weight, bias, x))
+    store_s = needs_grad and kernels.keeps_s()
+    op = IMPLEMENTATIONS[backend]
+    if h.dim() == 3:  # every class of every example: the 2-D form with n_l = 0
+        N, _, H = h.shape
+        rows = h.reshape(N * n_classes, H)  # a view when the strides allow it
+        ll, _ = op(rows, weight, bias, x, 0, n_classes, store_s, precision)
+        return ll.view(N, n_classes)
+    ll, _ = op(h, weight, bias, x, n_labelled, n_classes, store_s, precision)
+    return ll
+
+
+bernoulli_loglik_linear_cpu, bernoulli_loglik_linear_cuda, bernoulli_loglik_linear_triton = (
+    bind_backend(bernoulli_loglik_linear, name) for name in IMPLEMENTATIONS.backends
+)

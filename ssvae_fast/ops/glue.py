@@ -1,8 +1,10 @@
-"""Autograd wiring shared by the compiled backends (`cpu`, `cuda`, `triton`): one `FusedOp` per op.
+"""What every fused op shares: the custom-op pair with its autograd formula (`FusedOp`), the table of
+implementations by backend (`Implementations`), each backend's input rules (`check_tensors`), and the
+autocast casting rule (`cast_for_backend`).
 
-A fused op is two `torch.library.custom_op`s, `ssvae_fast::<name>` (forward) and
-`ssvae_fast::<name>_backward`, each with a fake (meta) implementation, and an autograd formula for the
-forward op that calls the backward op. `torch.compile`, `torch.export`, fake tensors and every other
+A fused op is two `torch.library.custom_op`s, `ssvae_fast::<op>_<backend>` (forward) and
+`ssvae_fast::<op>_<backend>_backward`, each with a fake (meta) implementation, and an autograd formula for
+the forward op that calls the backward op. `torch.compile`, `torch.export`, fake tensors and every other
 tracer see exactly those ops (no graph breaks; CUDA graphs capture them).
 
 Eager calls take a shorter road to the same two implementations: a `torch.autograd.Function` whose
@@ -12,43 +14,27 @@ implementation, both called as plain Python functions. The results are the same 
 redispatch, the tracing guards), 20 to 30 us per call on a warm CPU and 100 to 150 us right after a
 large GEMM has flushed the caches (2-core Xeon, torch 2.13; M2's training step calls 18 such ops).
 
-    op = FusedOp("gaussian_reparam_kl_cpu", forward_impl, forward_fake, backward_impl, backward_fake,
-                 setup_context, vjp, device_types="cpu")
-    z, kl = op(head, eps)        # eager: the Function; under torch.compile / a dispatch mode: op.op
-
-`vjp(ctx, backward, *grads)` is the autograd formula: it receives the saved context, the backward
-implementation to call (the custom op, or its plain function in eager mode) and the output gradients,
-and returns one gradient (or None) per forward input, as `register_autograd` expects.
+The formula is the op's, one for every backend: `setup_context(ctx, inputs, output)` and
+`vjp(ctx, backward, *grads)`, which receives the saved context, the backward implementation to call (the
+custom op, or in eager mode the plain function) and the output gradients, and returns one gradient (or
+None) per forward input, as `register_autograd` expects. In eager mode the plain backward carries the
+attribute `in_place`: the backend's variant that may overwrite saved tensors it is the last user of, or
+None.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ..functional import ACTIVATIONS
 
-def autocast_inputs(tensors: tuple, matmul: bool, device_type: str = "cuda") -> tuple:
-    """`tensors` as an op takes them under `torch.autocast(device_type)`; unchanged outside autocast (the
-    cuda and triton backends' public functions call this first, as torch's own ops would cast).
-    matmul: cast every float32/16-bit tensor to the autocast dtype (float64 is never autocast), as for a
-    linear layer; otherwise promote mixed float dtypes to the widest (a bf16 activation meeting a float32
-    weight column runs in float32). Non-float entries and None pass through; the casts are differentiable."""
-    floats = [t for t in tensors if isinstance(t, Tensor) and t.is_floating_point()]
-    if not floats or not torch.is_autocast_enabled(device_type):
-        return tensors
-    if matmul:
-        target = torch.get_autocast_dtype(device_type)
-        eligible = lambda t: t.dtype != torch.float64  # noqa: E731
-    else:
-        target = floats[0].dtype
-        for t in floats[1:]:
-            target = torch.promote_types(target, t.dtype)
-        eligible = lambda t: True  # noqa: E731
-    return tuple(
-        t.to(target) if isinstance(t, Tensor) and t.is_floating_point() and eligible(t) else t for t in tensors
-    )
 
 
 def tracing() -> bool:
@@ -70,6 +56,7 @@ class FusedOp:
         setup_context: Callable,
         vjp: Callable,
         device_types: Optional[Union[str, Sequence[str]]] = None,
+        backward_in_place: Optional[Callable] = None,
     ):
         self.name = name
         self.forward_impl, self.backward_impl = forward, backward
@@ -82,13 +69,18 @@ class FusedOp:
         backward_op = self.backward_op
         self.op.register_autograd(lambda ctx, *grads: vjp(ctx, backward_op, *grads), setup_context=setup_context)
 
+        def eager_backward_impl(*args):
+            return backward(*args)
+
+        eager_backward_impl.in_place = backward_in_place
+
         def eager_forward(ctx, *args):
             output = forward(*args)
             setup_context(ctx, args, output)
             return output
 
         def eager_backward(ctx, *grads):
-            return vjp(ctx, backward, *grads)
+            return vjp(ctx, eager_backward_impl, *grads)
 
         self._eager = type(
             f"{name}_eager",
@@ -107,164 +99,149 @@ class FusedOp:
         return f"FusedOp(ssvae_fast::{self.name})"
 
 
-# ------------------------------------------------------------------------------------------------------
-# The ELBO reduction's fakes and formula, the same for every backend. Forward inputs, in order:
-# logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha. Backward op: (grad, logits_y, y_l, ll_u, kl_u, alpha) ->
-# (d logits_y, d ll_l, d kl_l, d ll_u, d kl_u).
-# ------------------------------------------------------------------------------------------------------
-def _elbo_forward_fake(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha):
-    return logits_y.new_empty((logits_y.shape[0],))
+class Implementations:
+    """An op's table of implementations by backend, registered as `FusedOp`s on first use.
 
+    Backend `b`'s kernels for op `op` are the module `ssvae_fast.<b>.<op>`; it defines `forward` and
+    `backward` with the op's custom-op signatures, and may define `backward_in_place` (see the module
+    docstring). The formula's `setup_context(ctx, inputs, output, kernels)` receives that module, for the
+    choices a backend declares there (what to save for its backward). The module is imported only when
+    the backend is first asked for (Triton's imports triton).
+    """
 
-def _elbo_backward_fake(grad, logits_y, y_l, ll_u, kl_u, alpha):
-    n_l = y_l.shape[0]
-    return (
-        logits_y.new_empty(logits_y.shape),
-        logits_y.new_empty((n_l,)),
-        logits_y.new_empty((n_l,)),
-        logits_y.new_empty(ll_u.shape),
-        logits_y.new_empty(kl_u.shape),
-    )
+    def __init__(self, op: str, backends: Sequence[str], forward_fake, backward_fake, setup_context, vjp):
+        self.op = op
+        self.backends = tuple(backends)
+        self._formula = (forward_fake, backward_fake, setup_context, vjp)
+        self._modules: dict = {}
+        self._registered: dict[str, FusedOp] = {}
 
+    def module(self, backend: str):
+        """The module of `backend`'s kernels for this op (imported on first use)."""
+        module = self._modules.get(backend)
+        if module is None:
+            if backend not in self.backends:
+                raise ValueError(f"{self.op} has no {backend!r} implementation; it has {self.backends}")
+            module = self._modules[backend] = importlib.import_module(f"ssvae_fast.{backend}.{self.op}")
+        return module
 
-def _elbo_setup_context(ctx, inputs, output) -> None:
-    logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha = inputs
-    ctx.save_for_backward(logits_y, y_l, ll_u, kl_u)
-    ctx.alpha = alpha
-
-
-def _elbo_vjp(ctx, backward, grad):
-    logits_y, y_l, ll_u, kl_u = ctx.saved_tensors
-    dlogits, dll_l, dkl_l, dll_u, dkl_u = backward(grad, logits_y, y_l, ll_u, kl_u, ctx.alpha)
-    needs = ctx.needs_input_grad
-    return (
-        dlogits if needs[0] else None,
-        None,
-        dll_l if needs[2] else None,
-        dkl_l if needs[3] else None,
-        dll_u if needs[4] else None,
-        dkl_u if needs[5] else None,
-        None,
-    )
-
-
-def elbo_fused_op(backend: str, forward: Callable, backward: Callable, device_types=None) -> FusedOp:
-    """`ssvae_fast::elbo_reduction_<backend>` and its backward op from the two implementations."""
-    return FusedOp(
-        f"elbo_reduction_{backend}", forward, _elbo_forward_fake, backward, _elbo_backward_fake,
-        _elbo_setup_context, _elbo_vjp, device_types=device_types,
-    )
+    def __getitem__(self, backend: str) -> FusedOp:
+        fused = self._registered.get(backend)
+        if fused is None:
+            module = self.module(backend)
+            forward_fake, backward_fake, setup_context, vjp = self._formula
+            fused = self._registered[backend] = FusedOp(
+                f"{self.op}_{backend}", module.forward, forward_fake, module.backward, backward_fake,
+                partial(setup_context, kernels=module), vjp, device_types=_DEVICE_TYPES[backend],
+                backward_in_place=getattr(module, "backward_in_place", None),
+            )
+        return fused
 
 
 # ------------------------------------------------------------------------------------------------------
-# The GPU backends' (cuda, triton) class-conditional and Gaussian ops: the same fakes and formulas.
-# Class-conditional forward inputs: a, w_y, classes, activation; backward op: (grad, a, w_y, classes,
-# activation) -> (da (N, H), dw_y (H, C)). Gaussian forward inputs: head, eps; backward op: (head, eps,
-# grad_z, grad_kl) -> (d head, d eps).
+# What each backend accepts, checked at every public op's boundary.
 # ------------------------------------------------------------------------------------------------------
-def _class_conditional_forward_fake(a, w_y, classes, activation):
-    from .class_conditional import class_conditional_output_shape
-
-    return a.new_empty(class_conditional_output_shape(a, w_y, classes))
-
-
-def _class_conditional_backward_fake(grad, a, w_y, classes, activation):
-    return a.new_empty(a.shape), a.new_empty(w_y.shape)
+_DEVICE_TYPES = {"cpu": "cpu", "cuda": None, "triton": None}
+_FLOATS_CPU = (torch.float32, torch.float64)
+_FLOATS_GPU = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _class_conditional_setup_context(ctx, inputs, output) -> None:
-    a, w_y, classes, activation = inputs
-    ctx.save_for_backward(a, w_y, classes)
-    ctx.activation = activation
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _class_conditional_vjp(ctx, backward, grad):
-    a, w_y, classes = ctx.saved_tensors
-    da, dw_y = backward(grad, a, w_y, classes, ctx.activation)
-    needs = ctx.needs_input_grad
-    return (da if needs[0] else None, dw_y if needs[1] else None, None, None)
+@dataclass(frozen=True)
+class _Rule:
+    devices: Callable[[], tuple]
+    dtypes: tuple
+    where: str  # what the backend runs on, for messages
 
 
-def class_conditional_fused_op(backend: str, forward: Callable, backward: Callable) -> FusedOp:
-    """`ssvae_fast::class_conditional_activation_<backend>` and its backward op (GPU backends)."""
-    return FusedOp(
-        f"class_conditional_activation_{backend}", forward, _class_conditional_forward_fake, backward,
-        _class_conditional_backward_fake, _class_conditional_setup_context, _class_conditional_vjp,
-    )
+_RULES = {
+    "cpu": _Rule(lambda: ("cpu",), _FLOATS_CPU, "CPU tensors (use backend 'cuda' or 'triton' for CUDA tensors)"),
+    "cuda": _Rule(lambda: ("cuda",), _FLOATS_GPU, "CUDA tensors (use backend 'torch' or 'cpu' on the CPU)"),
+    "triton": _Rule(
+        lambda: ("cuda", "cpu") if _interpreting() else ("cuda",), _FLOATS_GPU,
+        "CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)",
+    ),
+}
 
 
-def _gaussian_forward_fake(head, eps):
-    return head.new_empty(eps.shape), head.new_empty((eps.shape[0],))
+def check_tensors(op: str, backend: str, floats: dict, ints: Optional[dict] = None) -> None:
+    """Tensors on one device of a type `backend` runs on; one float dtype it supports for `floats`, int64
+    for `ints` (None entries skipped). TypeError (not a tensor, dtypes) or ValueError (devices) naming the
+    offending arguments otherwise; `op` names the op in the message."""
+    rule = _RULES[backend]
+    floats = {k: v for k, v in floats.items() if v is not None}
+    ints = {k: v for k, v in (ints or {}).items() if v is not None}
+    everything = {**floats, **ints}
+    for name, t in everything.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
+    devices = {t.device for t in everything.values()}
+    if len(devices) > 1:
+        listed = ", ".join(f"{k} on {t.device}" for k, t in everything.items())
+        raise ValueError(f"{op}: all tensors must be on one device, got {listed}")
+    for name, t in everything.items():
+        if t.device.type not in rule.devices():
+            raise ValueError(f"{op}: the {backend} backend runs on {rule.where}, got {name} on {t.device}")
+    dtypes = {t.dtype for t in floats.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in rule.dtypes:
+        listed = ", ".join(f"{k} {t.dtype}" for k, t in floats.items())
+        raise TypeError(f"{op}: float inputs must share one dtype among {rule.dtypes}, got {listed}")
+    for name, t in ints.items():
+        if t.dtype != torch.int64:
+            raise TypeError(f"{op}: {name} must be int64 class indices, got {t.dtype}")
 
 
-def _gaussian_backward_fake(head, eps, grad_z, grad_kl):
-    return head.new_empty((eps.shape[0], 2 * eps.shape[1])), head.new_empty(eps.shape)
+def bind_backend(op: Callable, backend: str) -> Callable:
+    """`op(..., backend=backend)` as a function named `<op>_<backend>` (the per-backend names of the ops)."""
+
+    def face(*args, **kwargs):
+        return op(*args, backend=backend, **kwargs)
+
+    face.__name__ = face.__qualname__ = f"{op.__name__}_{backend}"
+    face.__doc__ = op.__doc__
+    return face
 
 
-def _gaussian_setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(*inputs)
-
-
-def _gaussian_vjp(ctx, backward, grad_z, grad_kl):
-    head, eps = ctx.saved_tensors
-    dhead, deps = backward(head, eps, grad_z, grad_kl)
-    needs = ctx.needs_input_grad
-    return (dhead if needs[0] else None, deps if needs[1] else None)
-
-
-def gaussian_fused_op(backend: str, forward: Callable, backward: Callable) -> FusedOp:
-    """`ssvae_fast::gaussian_reparam_kl_<backend>` and its backward op (GPU backends)."""
-    return FusedOp(
-        f"gaussian_reparam_kl_{backend}", forward, _gaussian_forward_fake, backward, _gaussian_backward_fake,
-        _gaussian_setup_context, _gaussian_vjp,
-    )
+def check_activation(op: str, activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: unknown activation {activation!r}; choose one of {ACTIVATIONS}")
 
 
 # ------------------------------------------------------------------------------------------------------
-# The GPU backends' Bernoulli op. Forward inputs: h (M, H) rows, weight, bias, x, n_labelled, n_classes,
-# store_s, then the backend's own (the cuda precision); outputs (ll (M,), s). Backward op: (grad_ll, h,
-# weight, bias, x, s, n_labelled, n_classes, *extra) -> (dh, dW, db or empty, dx), where extra comes from
-# the forward inputs through the backend's `backward_extra`.
+# Autocast: the one casting rule of the fused ops.
 # ------------------------------------------------------------------------------------------------------
-def _bernoulli_forward_fake(h, weight, bias, x, n_labelled, n_classes, store_s, *extra):
-    return h.new_empty((h.shape[0],)), h.new_empty((h.shape[0], weight.shape[0]) if store_s else (0,))
-
-
-def _bernoulli_backward_fake(grad_ll, h, weight, bias, x, s, n_labelled, n_classes, *extra):
-    return (
-        h.new_empty(h.shape),
-        weight.new_empty(weight.shape),
-        h.new_empty((weight.shape[0],) if bias is not None else (0,)),
-        x.new_empty(x.shape),
+def autocast_inputs(tensors: tuple, matmul: bool, device_type: str = "cuda") -> tuple:
+    """`tensors` as an op takes them under `torch.autocast(device_type)`; unchanged outside autocast.
+    matmul: cast every float32/16-bit tensor to the autocast dtype (float64 is never autocast), as for a
+    linear layer; otherwise promote mixed float dtypes to the widest (a bf16 activation meeting a float32
+    weight column runs in float32). Non-float entries and None pass through; the casts are differentiable."""
+    floats = [t for t in tensors if isinstance(t, Tensor) and t.is_floating_point()]
+    if not floats or not torch.is_autocast_enabled(device_type):
+        return tensors
+    if matmul:
+        target = torch.get_autocast_dtype(device_type)
+        eligible = lambda t: t.dtype != torch.float64  # noqa: E731
+    else:
+        target = floats[0].dtype
+        for t in floats[1:]:
+            target = torch.promote_types(target, t.dtype)
+        eligible = lambda t: True  # noqa: E731
+    return tuple(
+        t.to(target) if isinstance(t, Tensor) and t.is_floating_point() and eligible(t) else t for t in tensors
     )
 
 
-def bernoulli_fused_op(backend: str, forward: Callable, backward: Callable, backward_extra: Callable) -> FusedOp:
-    """`ssvae_fast::bernoulli_loglik_linear_<backend>` and its backward op (GPU backends);
-    backward_extra(forward inputs) -> the tuple of trailing backward arguments."""
+# The backends whose public ops cast under autocast, as torch's own ops would. (`cpu` takes float32 or
+# float64 only and does not cast.)
+_AUTOCAST_BACKENDS = ("cuda", "triton")
 
-    def setup_context(ctx, inputs, output) -> None:
-        h, weight, bias, x, n_labelled, n_classes = inputs[:6]
-        _, s = output
-        ctx.save_for_backward(h, weight, bias, x, s)
-        ctx.layout, ctx.extra, ctx.n_inputs = (n_labelled, n_classes), tuple(backward_extra(inputs)), len(inputs)
-        ctx.mark_non_differentiable(s)
-        ctx.set_materialize_grads(False)
 
-    def vjp(ctx, backward, grad_ll, grad_s):
-        if grad_ll is None:
-            return (None,) * ctx.n_inputs
-        h, weight, bias, x, s = ctx.saved_tensors
-        dh, dweight, dbias, dx = backward(grad_ll, h, weight, bias, x, s, *ctx.layout, *ctx.extra)
-        needs = ctx.needs_input_grad
-        return (
-            dh if needs[0] else None,
-            dweight if needs[1] else None,
-            dbias if bias is not None and needs[2] else None,
-            dx if needs[3] else None,
-        ) + (None,) * (ctx.n_inputs - 4)
-
-    return FusedOp(
-        f"bernoulli_loglik_linear_{backend}", forward, _bernoulli_forward_fake, backward, _bernoulli_backward_fake,
-        setup_context, vjp,
-    )
+def cast_for_backend(backend: str, tensors: tuple, matmul: bool) -> tuple:
+    """`autocast_inputs` for the device of the first tensor, on the backends that follow autocast."""
+    if backend not in _AUTOCAST_BACKENDS:
+        return tensors
+    device_type = next(t.device.type for t in tensors if isinstance(t, Tensor))
+    return autocast_inputs(tensors, matmul, device_type)

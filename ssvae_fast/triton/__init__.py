@@ -1,12 +1,12 @@
 """Triton kernels of the `triton` backend (docs/design.md section 2), one file per fused op.
 
-    bernoulli_loglik_linear.py  decoder output layer + Bernoulli log-likelihood (the logits never hit memory)
-    class_conditional.py        act(a + W_y[:, c]) for every class, or labelled rows (one class) then every class
-    gaussian.py                 z = mu + exp(logvar / 2) * eps and KL(q || N(0, I))
-    elbo.py                     log-softmax, entropy, q-weighted class sum, labelled terms and their VJP
+    bernoulli_loglik_linear.py       decoder output layer + Bernoulli log-likelihood (the logits never hit memory)
+    class_conditional_activation.py  act(a + W_y[:, c]) for every class, or labelled rows (one class) then every class
+    gaussian_reparam_kl.py           z = mu + exp(logvar / 2) * eps and KL(q || N(0, I))
+    elbo_reduction.py                log-softmax, entropy, q-weighted class sum, labelled terms and their VJP
 
-The launchers and the `torch.library.custom_op` wrappers live in `ssvae_fast/ops/triton_ops.py`;
-`triton_ops()` (the factory `ssvae_fast.backends` names) returns them as a `BackendOps`.
+Each file holds an op's kernels and their launchers: `forward` and `backward` with the custom-op
+signatures of `ssvae_fast/ops/<op>.py`, which holds the op's other faces.
 
 Runs on CUDA GPUs; on the CPU only under `TRITON_INTERPRET=1` (set before triton is imported), for tests
 on tiny shapes. This package imports triton: import it only where `backends.unavailable_reason("triton")`
@@ -31,13 +31,17 @@ Settings (module level, read at every launch, so they also apply inside torch.co
 Autotuning runs on the first call for each (M, D, H, dtype): warm up before capturing a CUDA graph.
 """
 
+import contextlib
 import os
+import struct
 
+import torch
 import triton
 import triton.language as tl
 
+from .._launch import Settings, one_of
+
 __all__ = [
-    "triton_ops",
     "interpreting",
     "set_input_precision",
     "get_input_precision",
@@ -57,56 +61,56 @@ def _default_input_precision() -> str:
     value = os.environ.get("SSVAE_FAST_TRITON_INPUT_PRECISION")
     if value is None:
         return "ieee" if interpreting() else "tf32"
-    if value not in _INPUT_PRECISIONS:
-        raise ValueError(f"SSVAE_FAST_TRITON_INPUT_PRECISION must be one of {_INPUT_PRECISIONS}, got {value!r}")
-    return value
+    return one_of("SSVAE_FAST_TRITON_INPUT_PRECISION", _INPUT_PRECISIONS)(value)
 
 
-_settings = {
-    "input_precision": _default_input_precision(),
-    "bernoulli_recompute": os.environ.get("SSVAE_FAST_TRITON_BERNOULLI_RECOMPUTE") == "1",
-}
+_settings = Settings(
+    {
+        "input_precision": _default_input_precision(),
+        "bernoulli_recompute": os.environ.get("SSVAE_FAST_TRITON_BERNOULLI_RECOMPUTE") == "1",
+    },
+    {"input_precision": one_of("input_precision", _INPUT_PRECISIONS), "bernoulli_recompute": bool},
+)
 
 
 def get_input_precision() -> str:
     """The `input_precision` of fp32 `tl.dot` in the Bernoulli kernels ("tf32" by default on a GPU)."""
-    return _settings["input_precision"]
+    return _settings.get("input_precision")
 
 
 def set_input_precision(precision: str):
     """Set the fp32 `tl.dot` precision ("ieee", "tf32" or "tf32x3"). Usable as a context manager that
     restores the previous value: `with set_input_precision("ieee"): ...`."""
-    if precision not in _INPUT_PRECISIONS:
-        raise ValueError(f"input_precision must be one of {_INPUT_PRECISIONS}, got {precision!r}")
-    previous = _settings["input_precision"]
-    _settings["input_precision"] = precision
-    return _Restore("input_precision", previous)
+    return _settings.set("input_precision", precision)
 
 
 def get_bernoulli_recompute() -> bool:
     """True when the Bernoulli backward recomputes the logits instead of reading s from the forward."""
-    return _settings["bernoulli_recompute"]
+    return _settings.get("bernoulli_recompute")
 
 
 def set_bernoulli_recompute(recompute: bool):
     """Choose the Bernoulli backward variant (see the module docstring); a context manager like
     `set_input_precision`."""
-    previous = _settings["bernoulli_recompute"]
-    _settings["bernoulli_recompute"] = bool(recompute)
-    return _Restore("bernoulli_recompute", previous)
+    return _settings.set("bernoulli_recompute", recompute)
 
 
-class _Restore:
-    """Returned by the setters: ignoring it keeps the new value; `with` restores the previous one on exit."""
+# ------------------------------------------------------------------------------------------------------
+# Host helpers shared by the launchers.
+# ------------------------------------------------------------------------------------------------------
+def is_fp64(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float64
 
-    def __init__(self, key: str, previous):
-        self._key, self._previous = key, previous
 
-    def __enter__(self):
-        return self
+def fp32_pair(value: float) -> tuple[float, float]:
+    """(hi, lo) with hi = fp32(value) and lo = fp32(value - hi): value to ~2**-48 relative in fp64 kernels."""
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    return hi, struct.unpack("f", struct.pack("f", value - hi))[0]
 
-    def __exit__(self, *exc):
-        _settings[self._key] = self._previous
+
+def device_guard(t: torch.Tensor):
+    """Launch on t's GPU (Triton launches on the current device's current stream)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 def _interpreter_scalar_index_compat():
@@ -179,17 +183,3 @@ def softplus_and_sigmoid(v):
     inv = 1.0 / u
     sigmoid = tl.where(v >= 0.0, inv, e * inv)
     return softplus, sigmoid
-
-
-def triton_ops():
-    """The `triton` backend's `BackendOps` (signatures and semantics of the plain-torch ops in ssvae_fast/ops)."""
-    from ..backends import BackendOps
-    from ..ops import triton_ops as ops
-
-    return BackendOps(
-        name="triton",
-        class_conditional_activation=ops.class_conditional_activation_triton,
-        gaussian_reparam_kl=ops.gaussian_reparam_kl_triton,
-        bernoulli_loglik_linear=ops.bernoulli_loglik_linear_triton,
-        elbo_reduction=ops.elbo_reduction_triton,
-    )

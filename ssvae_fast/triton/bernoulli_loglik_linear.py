@@ -39,12 +39,20 @@ on a GPU, "ieee" under the interpreter and in the equivalence tests; see ssvae_f
 fp64 inputs always use "ieee"; bf16/fp16 inputs accumulate in fp32.
 """
 
+# No `from __future__ import annotations`: the custom ops' schemas come from the launchers' annotations.
 import os
+from typing import Optional, Tuple
 
+import torch
 import triton
 import triton.language as tl
 
-from . import interpreting, softplus_and_sigmoid, to_compute
+from .._launch import compute_dtype
+from ..rows import bernoulli_linear_dx, bernoulli_linear_vjp_from_s
+from . import (
+    device_guard, get_bernoulli_recompute, get_input_precision, interpreting, is_fp64, set_input_precision,
+    softplus_and_sigmoid, to_compute,
+)
 
 # Width of a D tile. Fixed (not autotuned) because the number of partial row sums, cdiv(D, BLOCK_D),
 # sizes a buffer the launcher allocates before the autotuner picks a config. Small under the
@@ -251,3 +259,80 @@ def _bernoulli_loglik_linear_bwd_kernel(
     _, sigmoid = softplus_and_sigmoid(logits)
     dl = g[:, None] * (x - sigmoid)
     tl.store(dl_ptr + rows64[:, None] * stride_dlm + cols64[None, :], dl.to(dl_ptr.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Launchers: the op's `forward` and `backward` (signatures: ssvae_fast/ops/bernoulli_loglik_linear.py).
+# ------------------------------------------------------------------------------------------------------
+def keeps_s() -> bool:
+    """Whether the forward keeps s for the backward (False under `set_bernoulli_recompute(True)`)."""
+    return not get_bernoulli_recompute()
+
+
+def resolve_precision(precision: Optional[str]) -> str:
+    """fp32 `tl.dot`'s input_precision: `precision`, or the module setting (`set_input_precision`) when None."""
+    if precision is None:
+        return get_input_precision()
+    with set_input_precision(precision):  # validates it
+        return precision
+
+
+def _grid(meta):
+    return (triton.cdiv(meta["M"], meta["BLOCK_M"]), triton.cdiv(meta["D"], meta["BLOCK_D"]))
+
+
+def forward(
+    h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], x: torch.Tensor, n_labelled: int,
+    n_classes: int, store_s: bool, precision: str,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(ll (M,), s (M, D) = x - sigmoid(l) when store_s, else an empty tensor) for h (M, H) rows:
+    n_labelled rows first (row i scores x[i]), then n_classes rows per remaining example."""
+    M, H = h.shape
+    D = weight.shape[0]
+    s = h.new_empty((M, D) if store_s else (0,))
+    ll_part = h.new_empty((triton.cdiv(D, BLOCK_D), M), dtype=compute_dtype(h.dtype))
+    if M > 0 and D > 0:
+        with device_guard(h):
+            _bernoulli_loglik_linear_fwd_kernel[_grid](
+                h, weight, weight if bias is None else bias, x, s if store_s else ll_part, ll_part,
+                M, D, H, n_labelled, max(n_classes, 1),  # C = 0 only without enumerated rows: never divide by 0
+                h.stride(0), h.stride(1), weight.stride(0), weight.stride(1),
+                0 if bias is None else bias.stride(0), x.stride(0), x.stride(1), D,
+                HAS_BIAS=bias is not None, STORE_S=store_s, IS_FP64=is_fp64(h),
+                INPUT_PRECISION="ieee" if is_fp64(h) else precision, BLOCK_D=BLOCK_D,
+            )
+    # Second pass of the row sums over D tiles: fixed order, deterministic (0 when D == 0).
+    ll = ll_part.sum(0).to(h.dtype)
+    return ll, s
+
+
+def backward(
+    grad_ll: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], x: torch.Tensor,
+    s: torch.Tensor, n_labelled: int, n_classes: int, precision: str, need_h: bool, need_weight: bool,
+    need_bias: bool, need_x: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dh (M, H), dW (D, H), db (D,), dx (N, D)), each empty when not needed (db also without bias); see
+    the VJP above. s = x - sigmoid(l) from the forward, or 1-D (not stored): then the backward kernel
+    recomputes the logits tile by tile and writes dl = g * (x - sigmoid(l)), followed by plain GEMMs."""
+    M, H = h.shape
+    D = weight.shape[0]
+    g = grad_ll.reshape(M)
+    if s.dim() == 2:
+        grads = bernoulli_linear_vjp_from_s(s, g, h, weight, bias, n_labelled, n_classes, x.shape[0])
+    else:
+        dl = h.new_empty((M, D))
+        if M > 0 and D > 0:
+            with device_guard(h):
+                _bernoulli_loglik_linear_bwd_kernel[_grid](
+                    h, weight, weight if bias is None else bias, x, g, dl,
+                    M, D, H, n_labelled, max(n_classes, 1),
+                    h.stride(0), h.stride(1), weight.stride(0), weight.stride(1),
+                    0 if bias is None else bias.stride(0), x.stride(0), x.stride(1), g.stride(0), D,
+                    HAS_BIAS=bias is not None, IS_FP64=is_fp64(h),
+                    INPUT_PRECISION="ieee" if is_fp64(h) else precision, BLOCK_D=BLOCK_D,
+                )
+        dbias = dl.sum(0) if bias is not None else h.new_empty((0,))
+        dx = bernoulli_linear_dx(g, h, weight, bias, n_labelled, n_classes, x.shape[0])
+        grads = (dl @ weight, dl.t() @ h, dbias, dx)
+    needs = (need_h, need_weight, need_bias and bias is not None, need_x)
+    return tuple(grad if need else h.new_empty((0,)) for grad, need in zip(grads, needs))

@@ -1,1 +1,1 @@
-"""Tests of ssvae_fast/ops: each fused op against its plain-torch formula."""
+"""Tests of ssvae_fast/ops: each fused op on every backend against its plain-torch face."""

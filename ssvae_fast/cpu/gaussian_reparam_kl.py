@@ -1,0 +1,37 @@
+"""`gaussian_reparam_kl` on the CPU: z and KL in one pass; the backward to head and eps in one pass
+(csrc/cpu/gaussian_reparam_kl.cpp). KL accumulates in double."""
+
+# No `from __future__ import annotations`: the custom ops' schemas come from these annotations.
+from typing import Optional, Tuple
+
+from torch import Tensor
+
+from .. import _ext
+from .._launch import dtype_name, ptr
+
+
+def forward(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
+    ext = _ext.require_ext()
+    head, eps = head.contiguous(), eps.contiguous()
+    R, Z = eps.shape
+    z = head.new_empty((R, Z))
+    kl = head.new_empty((R,))
+    ext.gaussian_reparam_kl_forward(ptr(head), ptr(eps), ptr(z), ptr(kl), R, Z, dtype_name(head))
+    return z, kl
+
+
+def backward(
+    head: Tensor, eps: Tensor, grad_z: Optional[Tensor], grad_kl: Optional[Tensor], need_head: bool, need_eps: bool
+) -> Tuple[Tensor, Tensor]:
+    """(d head (R, 2Z) or empty, d eps (R, Z) or empty); a None grad_* counts as zero."""
+    ext = _ext.require_ext()
+    head, eps = head.contiguous(), eps.contiguous()
+    R, Z = eps.shape
+    dhead = head.new_empty((R, 2 * Z) if need_head else (0,))
+    deps = head.new_empty((R, Z) if need_eps else (0,))
+    grad_z = grad_z.contiguous() if grad_z is not None else None
+    grad_kl = grad_kl.contiguous() if grad_kl is not None else None
+    ext.gaussian_reparam_kl_backward(
+        ptr(head), ptr(eps), ptr(grad_z), ptr(grad_kl), ptr(dhead), ptr(deps), R, Z, dtype_name(head)
+    )
+    return dhead, deps

@@ -1,0 +1,80 @@
+"""M2's objective through the exact rewrites of docs/design.md section 2, assembled from four fused ops.
+
+The ops come from a backend (`ssvae_fast.backends.BackendOps`): plain torch for `torch`, Triton or
+C++/CUDA kernels for the others. The weights come as arguments (`ObjectiveWeights`, which
+`M2.objective_weights()` builds from its networks): this module knows nothing of the networks. The
+arithmetic is the reference's, reorganized:
+
+1. one-hot factorization: the encoder's first layer is `W_x x + b` once per example plus a class
+   column `W_y[:, c]`; the decoder's first layer is `W_z z + b` plus the class column of its row;
+2. shared x: the C unlabelled rows of an example are scored against the same x;
+3. the decoder's last layer and the Bernoulli log-likelihood form one op;
+4. reparameterization and KL form one op; 5. the ELBO reduction is one op.
+
+Labelled examples (one class each, n_l rows) and unlabelled ones (every class, n_u * C rows) go through
+the encoder and the decoder as one batch of R = n_l + n_u * C rows, labelled rows first: the
+class-conditional op takes the labels of the first n_l examples and enumerates the classes of the rest,
+and the Bernoulli op scores each row against its example's x. Every GEMM and op runs once per step on R
+rows (two streams would double the small calls: on the CPU each pays a cold-cache penalty after the large
+GEMMs), and nothing of size (rows, H) or (rows, D) is concatenated, forward or backward. The per-row
+log-likelihoods and KLs are split (views) into their labelled and unlabelled parts for the ELBO reduction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    """What the objective needs of M2's networks, first layers split into input and class columns.
+
+    classifier: x (n, D) -> logits_y (n, C)
+    enc_input (H_e, D), enc_columns (H_e, C): the encoder's first layer, W_y + b folded into the columns
+    enc_rest: the encoder's hidden layers after the first, then its head -> [mu, logvar] (rows, 2Z)
+    dec_input (H_d, Z), dec_columns (H_d, C): the decoder's first layer, likewise
+    dec_hidden: the decoder's hidden layers after the first
+    out_weight (D, H_d), out_bias (D,) or None: the decoder's output layer
+    enc_activation, dec_activation: the first layers' activations ("softplus" or "relu")
+    """
+
+    classifier: Callable[[Tensor], Tensor]
+    enc_input: Tensor
+    enc_columns: Tensor
+    enc_rest: Callable[[Tensor], Tensor]
+    enc_activation: str
+    dec_input: Tensor
+    dec_columns: Tensor
+    dec_hidden: Callable[[Tensor], Tensor]
+    dec_activation: str
+    out_weight: Tensor
+    out_bias: Tensor | None
+
+
+def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps_u, alpha: float) -> Tensor:
+    """Per-example losses (n_l + n_u,), labelled first; same contract as `reference.per_example_losses`."""
+    w = weights
+    n_l, n_u = x_l.shape[0], x_u.shape[0]
+    n_classes, z_dim = w.enc_columns.shape[1], w.dec_input.shape[1]
+
+    x_all = torch.cat([x_l, x_u]) if n_l and n_u else (x_l if n_l else x_u)
+    logits_y = w.classifier(x_all)
+
+    # Rows: labelled example i (class y_i) for i < n_l, then (j, c) for unlabelled example j and class c.
+    # First layers: W_v v once per row of v; the class column plus the bias, W_y[:, c] + b, is added by the op.
+    h = ops.class_conditional_activation(x_all @ w.enc_input.t(), w.enc_columns, y_l, w.enc_activation)
+    head = w.enc_rest(h)
+    eps_rows = eps_u.reshape(n_u * n_classes, z_dim)
+    eps = torch.cat([eps_l, eps_rows]) if n_l and n_u else (eps_l if n_l else eps_rows)
+    z, kl = ops.gaussian_reparam_kl(head, eps)
+    classes = torch.arange(n_classes, device=x_all.device).repeat(n_u)
+    classes = torch.cat([y_l, classes]) if n_l else classes
+    h_dec = ops.class_conditional_activation(z @ w.dec_input.t(), w.dec_columns, classes, w.dec_activation)
+    ll = ops.bernoulli_loglik_linear(w.dec_hidden(h_dec), w.out_weight, w.out_bias, x_all, n_l)
+    ll_l, ll_u = ll[:n_l], ll[n_l:].view(n_u, n_classes)
+    kl_l, kl_u = kl[:n_l], kl[n_l:].view(n_u, n_classes)
+    return ops.elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha)
