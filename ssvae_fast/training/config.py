@@ -1,0 +1,168 @@
+"""The training configuration: the per-dataset defaults table and their resolution against a split."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Optional
+
+import torch
+
+from .. import data
+
+#: Per-dataset defaults of every training option left unset (None). One table, so that choosing new
+#: defaults on validation is an edit of one row. `steps` None: `epochs` passes over the unlabelled pool;
+#: `eval_every` None: about 20 evaluations per run; `labelled_batch_size` None: min(labels, batch_size);
+#: `alpha` None: 0.1 * N_total / N_labelled (Kingma et al.); `lr_final` None: lr / 100.
+DATASET_DEFAULTS = {
+    "digits": dict(
+        steps=None, epochs=80, eval_every=None, val_size=200, hidden=(256,), z_dim=16, batch_size=64,
+        labelled_batch_size=None, lr=3e-3, lr_schedule="constant", lr_final=None, alpha=None, clip_grad=0.0,
+        binarize="none",
+    ),
+    "mnist": dict(
+        steps=None, epochs=50, eval_every=None, val_size=1000, hidden=(500,), z_dim=50, batch_size=256,
+        labelled_batch_size=None, lr=1e-3, lr_schedule="constant", lr_final=None, alpha=None, clip_grad=0.0,
+        binarize="none",
+    ),
+}
+
+#: How many evaluations a run makes when `eval_every` is left to the default.
+EVALUATIONS_PER_RUN = 20
+
+LR_SCHEDULES = ("constant", "cosine", "exp")
+
+
+@dataclass
+class TrainConfig:
+    """What a training run does. None means "the dataset's default" (`DATASET_DEFAULTS`); `resolve`
+    turns every None into a number once the split is known. `steps` and `epochs` are alternatives."""
+
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    labels: int = 100
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    eval_every: Optional[int] = None
+    val_size: Optional[int] = None
+    batch_size: Optional[int] = None
+    labelled_batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    lr_schedule: Optional[str] = None
+    lr_final: Optional[float] = None
+    alpha: Optional[float] = None
+    clip_grad: Optional[float] = None
+    hidden: Optional[tuple] = None
+    z_dim: Optional[int] = None
+    activation: str = "softplus"
+    backend: str = "auto"
+    binarize: Optional[str] = None
+    seed: int = 0
+    baseline: bool = False  # also train the classifier alone on the labelled examples, for comparison
+    test: bool = True  # score the selected model on the test split at the end (False: while choosing settings)
+    device: str = "cpu"
+    progress: bool = True
+
+    def with_defaults(self) -> "TrainConfig":
+        """A copy with the dataset's defaults filled in (run length still possibly in epochs)."""
+        if self.dataset not in DATASET_DEFAULTS:
+            raise data.DatasetError(f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASET_DEFAULTS)}")
+        if self.steps is not None and self.epochs is not None:
+            raise data.DatasetError("give --steps or --epochs, not both")
+        out = replace(self)
+        defaults = dict(DATASET_DEFAULTS[self.dataset])
+        if self.steps is not None:
+            defaults["epochs"] = None  # the run's length was given in steps
+        if self.epochs is not None:
+            defaults["steps"] = None  # ... or in epochs
+        for key, value in defaults.items():
+            if getattr(out, key) is None:
+                setattr(out, key, value)
+        out.hidden = tuple(int(h) for h in out.hidden)
+        _check(out)
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain values only (lists, not tuples): what config.json and checkpoints hold."""
+        out = asdict(self)
+        out["hidden"] = None if self.hidden is None else list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise data.DatasetError(f"unknown training option(s) in the run's config: {', '.join(unknown)}")
+        out = cls(**values)
+        if out.hidden is not None:
+            out.hidden = tuple(out.hidden)
+        return out
+
+
+def steps_per_epoch(n_unlabelled: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over the unlabelled pool (the last batch may be smaller)."""
+    return max(1, math.ceil(n_unlabelled / batch_size))
+
+
+def resolve(config: TrainConfig, split: data.SemiSupervisedSplit) -> TrainConfig:
+    """Every option as a concrete value for `split`: run length in steps, evaluation period, labelled
+    batch size, alpha and the final learning rate."""
+    cfg = config.with_defaults()
+    cfg.labels, cfg.val_size = split.n_labelled, split.n_val  # what the split holds, when it was given
+    if cfg.steps is None:
+        cfg.steps = cfg.epochs * steps_per_epoch(split.n_unlabelled, cfg.batch_size)
+    cfg.epochs = None
+    if cfg.eval_every is None:
+        cfg.eval_every = max(1, cfg.steps // EVALUATIONS_PER_RUN)
+    if cfg.labelled_batch_size is None:
+        cfg.labelled_batch_size = min(split.n_labelled, cfg.batch_size)
+    if cfg.alpha is None:
+        cfg.alpha = 0.1 * (split.n_labelled + split.n_unlabelled) / split.n_labelled
+    if cfg.lr_final is None:
+        cfg.lr_final = cfg.lr / 100
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: TrainConfig) -> None:
+    for name in ("labels", "steps", "epochs", "eval_every", "batch_size", "labelled_batch_size", "z_dim"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise data.DatasetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if cfg.val_size is not None and cfg.val_size < 0:
+        raise data.DatasetError(f"--val-size must be at least 0, got {cfg.val_size}")
+    for name in ("lr", "lr_final"):
+        value = getattr(cfg, name)
+        if value is not None and not value > 0:
+            raise data.DatasetError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if cfg.alpha is not None and not cfg.alpha >= 0:
+        raise data.DatasetError(f"--alpha must be non-negative, got {cfg.alpha}")
+    if cfg.clip_grad is not None and not cfg.clip_grad >= 0:
+        raise data.DatasetError(f"--clip-grad must be non-negative (0 = off), got {cfg.clip_grad}")
+    if cfg.lr_schedule is not None and cfg.lr_schedule not in LR_SCHEDULES:
+        raise data.DatasetError(f"unknown --lr-schedule {cfg.lr_schedule!r}; choose one of {LR_SCHEDULES}")
+    if cfg.binarize is not None and cfg.binarize not in data.BINARIZE_MODES:
+        raise data.DatasetError(f"unknown --binarize {cfg.binarize!r}; choose one of {data.BINARIZE_MODES}")
+
+
+def learning_rate_factor(schedule: str, lr: float, lr_final: float, total_steps: int):
+    """The multiplier of `lr` after `t` optimizer steps (a function of t, for LambdaLR): constant 1;
+    cosine from 1 to lr_final / lr over the run; exp geometric from 1 to lr_final / lr."""
+    ratio = lr_final / lr
+    span = max(1, total_steps)
+    if schedule == "constant":
+        return lambda t: 1.0
+    if schedule == "cosine":
+        return lambda t: ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * min(t, span) / span))
+    if schedule == "exp":
+        return lambda t: ratio ** (min(t, span) / span)
+    raise data.DatasetError(f"unknown --lr-schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+
+
+def optimizer_and_schedule(params, cfg: TrainConfig):
+    """Adam (fused: one kernel for all parameters) at cfg.lr and the LambdaLR of cfg.lr_schedule over
+    cfg.steps: what M2 and the baseline both train with."""
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
+    factor = learning_rate_factor(cfg.lr_schedule, cfg.lr, cfg.lr_final, cfg.steps)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
