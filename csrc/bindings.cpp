@@ -21,9 +21,7 @@ namespace py = pybind11;
 
 namespace {
 
-using ssvae_fast::bindings::Address;
-using ssvae_fast::bindings::Checks;
-using ssvae_fast::bindings::dispatch_float;
+using namespace ssvae_fast::bindings;  // NOLINT: Address, Checks, dispatch_float
 namespace cpu = ssvae_fast::cpu;
 
 constexpr const char* kModule = "ssvae_fast._C";

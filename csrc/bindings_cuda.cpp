@@ -28,9 +28,7 @@ namespace py = pybind11;
 
 namespace {
 
-using ssvae_fast::bindings::Checks;
-using ssvae_fast::bindings::def_launcher;
-using ssvae_fast::bindings::field;
+using namespace ssvae_fast::bindings;  // NOLINT: Checks, def_launcher, field
 namespace sc = ssvae_fast::cuda;
 
 constexpr const char* kModule = "ssvae_fast._C_cuda";
@@ -82,17 +80,42 @@ void check_labelled(const Checks& check, int64_t n_l, const char* bound_name, in
   }
 }
 
+// What the forward and the backward of an op both take, checked in one place (templates over the two
+// argument structs).
+template <typename Args>
+int64_t class_conditional_rows(const Checks& check, const Args& args) {  // n_l + (N - n_l) C, checked
+  check_sizes(check, {{"N", args.N}, {"n_l", args.n_l}, {"H", args.H}, {"C", args.C}});
+  check_labelled(check, args.n_l, "N", args.N);
+  return args.n_l + (args.N - args.n_l) * args.C;
+}
+
+template <typename Args>
+void check_class_conditional_operands(const Checks& check, const Args& args) {
+  check.pointer("a", args.a, args.N * args.H);
+  check.pointer("w_y", args.w_y, args.H * args.C);
+  check.pointer("classes", args.classes, args.n_l);
+}
+
+template <typename Args>
+void check_gaussian_operands(const Checks& check, const Args& args) {
+  check_sizes(check, {{"R", args.R}, {"Z", args.Z}});
+  check.pointer("head", args.head, args.R * 2 * args.Z);
+  check.pointer("eps", args.eps, args.R * args.Z);
+}
+
+template <typename Args>
+void check_elbo_logits(const Checks& check, const Args& args) {
+  check.pointer("logits_y", args.logits_y, (args.n_l + args.n_u) * args.C);
+  check.pointer("y_l", args.y_l, args.n_l);
+}
+
 void class_conditional_forward(const sc::ClassConditionalForwardArgs& args, const std::string& activation,
                                const std::string& dtype, std::uintptr_t stream) {
   const Checks check(kModule, "class_conditional_forward");
   const sc::ScalarType kind = parse_scalar_type(check, dtype);
   const sc::Activation act = parse_activation(check, activation);
-  check_sizes(check, {{"N", args.N}, {"n_l", args.n_l}, {"H", args.H}, {"C", args.C}});
-  check_labelled(check, args.n_l, "N", args.N);
-  const int64_t rows = args.n_l + (args.N - args.n_l) * args.C;  // output rows
-  check.pointer("a", args.a, args.N * args.H);
-  check.pointer("w_y", args.w_y, args.H * args.C);
-  check.pointer("classes", args.classes, args.n_l);
+  const int64_t rows = class_conditional_rows(check, args);  // output rows
+  check_class_conditional_operands(check, args);
   check.pointer("out", args.out, rows * args.H);
   sc::class_conditional_forward(args, kind, act, stream);
 }
@@ -102,14 +125,10 @@ void class_conditional_backward(const sc::ClassConditionalBackwardArgs& args, co
   const Checks check(kModule, "class_conditional_backward");
   const sc::ScalarType kind = parse_scalar_type(check, dtype);
   const sc::Activation act = parse_activation(check, activation);
-  check_sizes(check, {{"N", args.N}, {"n_l", args.n_l}, {"H", args.H}, {"C", args.C}});
-  check_labelled(check, args.n_l, "N", args.N);
-  const int64_t rows = args.n_l + (args.N - args.n_l) * args.C;  // rows of the output (and of grad)
+  const int64_t rows = class_conditional_rows(check, args);  // rows of the output (and of grad)
   const int64_t row_blocks = (args.N + sc::kClassConditionalBackwardRows - 1) / sc::kClassConditionalBackwardRows;
   check.pointer("grad", args.grad, rows * args.H);
-  check.pointer("a", args.a, args.N * args.H);
-  check.pointer("w_y", args.w_y, args.H * args.C);
-  check.pointer("classes", args.classes, args.n_l);
+  check_class_conditional_operands(check, args);
   check.pointer("da", args.da, args.N * args.H);
   check.pointer("dw_partial", args.dw_partial, row_blocks * args.C * args.H);
   check.pointer("dw_y", args.dw_y, args.H * args.C);
@@ -120,9 +139,7 @@ void gaussian_reparam_kl_forward(const sc::GaussianForwardArgs& args, const std:
                                  std::uintptr_t stream) {
   const Checks check(kModule, "gaussian_reparam_kl_forward");
   const sc::ScalarType kind = parse_scalar_type(check, dtype);
-  check_sizes(check, {{"R", args.R}, {"Z", args.Z}});
-  check.pointer("head", args.head, args.R * 2 * args.Z);
-  check.pointer("eps", args.eps, args.R * args.Z);
+  check_gaussian_operands(check, args);
   check.pointer("z", args.z, args.R * args.Z);
   check.pointer("kl", args.kl, args.R);
   sc::gaussian_reparam_kl_forward(args, kind, stream);
@@ -132,9 +149,7 @@ void gaussian_reparam_kl_backward(const sc::GaussianBackwardArgs& args, const st
                                   std::uintptr_t stream) {
   const Checks check(kModule, "gaussian_reparam_kl_backward");
   const sc::ScalarType kind = parse_scalar_type(check, dtype);
-  check_sizes(check, {{"R", args.R}, {"Z", args.Z}});
-  check.pointer("head", args.head, args.R * 2 * args.Z);
-  check.pointer("eps", args.eps, args.R * args.Z);
+  check_gaussian_operands(check, args);
   check.pointer("grad_z", args.grad_z, args.R * args.Z);
   check.pointer("grad_kl", args.grad_kl, args.Z > 0 ? args.R : 0);  // read only where R * Z > 0
   check.pointer("dhead", args.dhead, args.R * 2 * args.Z);
@@ -146,8 +161,7 @@ void elbo_reduction_forward(const sc::ElboForwardArgs& args, const std::string& 
   const Checks check(kModule, "elbo_reduction_forward");
   const sc::ScalarType kind = parse_scalar_type(check, dtype);
   check_sizes(check, {{"n_l", args.n_l}, {"n_u", args.n_u}, {"C", args.C}});
-  check.pointer("logits_y", args.logits_y, (args.n_l + args.n_u) * args.C);
-  check.pointer("y_l", args.y_l, args.n_l);
+  check_elbo_logits(check, args);
   check.pointer("ll_l", args.ll_l, args.n_l);
   check.pointer("kl_l", args.kl_l, args.n_l);
   check.pointer("ll_u", args.ll_u, args.n_u * args.C);
@@ -161,8 +175,7 @@ void elbo_reduction_backward(const sc::ElboBackwardArgs& args, const std::string
   const sc::ScalarType kind = parse_scalar_type(check, dtype);
   check_sizes(check, {{"n_l", args.n_l}, {"n_u", args.n_u}, {"C", args.C}});
   check.pointer("grad", args.grad, args.n_l + args.n_u);
-  check.pointer("logits_y", args.logits_y, (args.n_l + args.n_u) * args.C);
-  check.pointer("y_l", args.y_l, args.n_l);
+  check_elbo_logits(check, args);
   check.pointer("ll_u", args.ll_u, args.n_u * args.C);
   check.pointer("kl_u", args.kl_u, args.n_u * args.C);
   check.pointer("dlogits_y", args.dlogits_y, (args.n_l + args.n_u) * args.C);

@@ -88,18 +88,10 @@ __device__ __forceinline__ double stable_sigmoid(double v) {
 template <typename F>
 void dispatch_scalar_type(ScalarType dtype, const char* op_name, F&& f) {
   switch (dtype) {
-    case ScalarType::kFloat32:
-      f(float{});
-      return;
-    case ScalarType::kFloat64:
-      f(double{});
-      return;
-    case ScalarType::kBFloat16:
-      f(__nv_bfloat16{});
-      return;
-    case ScalarType::kFloat16:
-      f(__half{});
-      return;
+    case ScalarType::kFloat32: return f(float{});
+    case ScalarType::kFloat64: return f(double{});
+    case ScalarType::kBFloat16: return f(__nv_bfloat16{});
+    case ScalarType::kFloat16: return f(__half{});
   }
   throw std::invalid_argument(std::string("ssvae_fast._C_cuda.") + op_name + ": unknown ScalarType");
 }

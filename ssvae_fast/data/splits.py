@@ -56,30 +56,11 @@ class SemiSupervisedSplit:
         if self.y_val is None:
             self.y_val = np.empty(0, dtype=np.int64)
 
-    @property
-    def x_dim(self) -> int:
-        """Number of pixels ``D`` per (flattened) image."""
-        return int(self.x_labelled.shape[1])
-
-    @property
-    def n_labelled(self) -> int:
-        """Number of labelled training examples ``n_l``."""
-        return int(self.x_labelled.shape[0])
-
-    @property
-    def n_unlabelled(self) -> int:
-        """Number of unlabelled training examples ``n_u``."""
-        return int(self.x_unlabelled.shape[0])
-
-    @property
-    def n_val(self) -> int:
-        """Number of validation examples (0 when there is no validation split)."""
-        return int(self.x_val.shape[0])
-
-    @property
-    def n_test(self) -> int:
-        """Number of test examples."""
-        return int(self.x_test.shape[0])
+    x_dim = property(lambda self: int(self.x_labelled.shape[1]), doc="Pixels ``D`` per (flattened) image.")
+    n_labelled = property(lambda self: len(self.x_labelled), doc="Labelled training examples ``n_l``.")
+    n_unlabelled = property(lambda self: len(self.x_unlabelled), doc="Unlabelled training examples ``n_u``.")
+    n_val = property(lambda self: len(self.x_val), doc="Validation examples (0 without a validation split).")
+    n_test = property(lambda self: len(self.x_test), doc="Test examples.")
 
 
 def _as_int(value: object, what: str) -> int:

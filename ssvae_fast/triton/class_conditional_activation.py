@@ -127,6 +127,13 @@ def _fwd_unlabelled(
 
 
 @triton.jit
+def _program_tile(H, BLOCK_H: tl.constexpr):
+    """This program's example block (axis 0) and hidden-unit columns (axis 1, int64) with their mask."""
+    cols64 = (tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int64)
+    return tl.program_id(0), cols64, cols64 < H
+
+
+@triton.jit
 def _class_conditional_fwd_kernel(
     a_ptr,  # (N, H) input part W_v v + b
     w_ptr,  # (H, C) class columns, any strides
@@ -148,10 +155,7 @@ def _class_conditional_fwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    pid_h = tl.program_id(1)
-    cols64 = (pid_h * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int64)
-    col_mask = cols64 < H
+    pid_n, cols64, col_mask = _program_tile(H, BLOCK_H)
     if pid_n < n_lab_blocks:
         if HAS_LABELLED:  # static: never compiled with a placeholder classes pointer
             _fwd_labelled(
@@ -256,10 +260,7 @@ def _class_conditional_bwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    pid_h = tl.program_id(1)
-    cols64 = (pid_h * BLOCK_H + tl.arange(0, BLOCK_H)).to(tl.int64)
-    col_mask = cols64 < H
+    pid_n, cols64, col_mask = _program_tile(H, BLOCK_H)
     part_ptrs = dw_part_ptr + pid_n.to(tl.int64) * n_classes * H + cols64  # dw_part[pid_n, c, h]
     if pid_n < n_lab_blocks:
         if HAS_LABELLED:  # static: never compiled with a placeholder classes pointer
