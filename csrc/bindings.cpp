@@ -198,6 +198,52 @@ void bernoulli_linear_backward_rows(std::uintptr_t s_ptr, std::uintptr_t g_ptr, 
   });
 }
 
+// ---- vec_math.h's float32 helpers over an array, for the accuracy tests ------------------------------
+// Each loop is compiled as the kernels compile theirs (the same target clones, picked at load time, and
+// `omp simd`), so the tests measure the code the kernels run, contractions and all.
+#define SSVAE_FAST_VEC_MATH_EVAL(NAME, EXPR)                                 \
+  SSVAE_FAST_TARGET_CLONES                                                   \
+  void eval_##NAME(const float* in, float* out, int64_t n) {                 \
+    SSVAE_FAST_SIMD                                                          \
+    for (int64_t i = 0; i < n; ++i) {                                        \
+      const float v = in[i];                                                 \
+      out[i] = (EXPR);                                                       \
+    }                                                                        \
+  }
+
+SSVAE_FAST_VEC_MATH_EVAL(exp_neg, cpu::exp_neg_f32(v))
+SSVAE_FAST_VEC_MATH_EVAL(exp, cpu::exp_f32(v))
+SSVAE_FAST_VEC_MATH_EVAL(log1p_unit_poly, cpu::log1p_unit_poly_f32(v))
+SSVAE_FAST_VEC_MATH_EVAL(log1p_exp_neg, cpu::log1p_unit_poly_f32(cpu::exp_neg_f32(v)))
+SSVAE_FAST_VEC_MATH_EVAL(one_minus_exp_neg, cpu::one_minus_exp_neg_f32(v))
+SSVAE_FAST_VEC_MATH_EVAL(sigmoid, cpu::sigmoid_f32(v))
+SSVAE_FAST_VEC_MATH_EVAL(sigmoid_from_exp_neg_abs,
+                         cpu::sigmoid_from_exp_neg_abs_f32(v, cpu::exp_neg_f32(std::fabs(v))))
+SSVAE_FAST_VEC_MATH_EVAL(softplus, cpu::softplus_f32(v))
+SSVAE_FAST_VEC_MATH_EVAL(sigmoid_from_softplus, cpu::one_minus_exp_neg_f32(cpu::softplus_f32(v)))
+#undef SSVAE_FAST_VEC_MATH_EVAL
+
+void vec_math_eval(const std::string& name, std::uintptr_t in_ptr, std::uintptr_t out_ptr, int64_t n) {
+  const Checks check(kModule, "vec_math_eval");
+  check.non_negative({{"n", n}});
+  check.pointer("in", in_ptr, n);
+  check.pointer("out", out_ptr, n);
+  using Eval = void (*)(const float*, float*, int64_t);
+  const Eval eval = check.choice<Eval>(
+      "unknown function", name,
+      {{"exp_neg", &eval_exp_neg},
+       {"exp", &eval_exp},
+       {"log1p_unit_poly", &eval_log1p_unit_poly},
+       {"log1p_exp_neg", &eval_log1p_exp_neg},
+       {"one_minus_exp_neg", &eval_one_minus_exp_neg},
+       {"sigmoid", &eval_sigmoid},
+       {"sigmoid_from_exp_neg_abs", &eval_sigmoid_from_exp_neg_abs},
+       {"softplus", &eval_softplus},
+       {"sigmoid_from_softplus", &eval_sigmoid_from_softplus}});
+  py::gil_scoped_release release;
+  eval(Address{in_ptr}, Address{out_ptr}, n);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -250,6 +296,12 @@ unless s_ptr is 0, s[r] = x - sigmoid(l) (s may be logits itself).)doc");
 pointer may be 0: skipped): grad_h[r] *= g[r] in place (grad_h = s W on entry), g_h[r] = g[r] h[r], and
 db = sum_r g[r] s[r] in double over a fixed partition of the rows (deterministic).)doc");
 
+  m.def("vec_math_eval", &vec_math_eval, py::arg("name"), py::arg("in_ptr"), py::arg("out_ptr"), py::arg("n"),
+        R"doc(out[i] = f(in[i]) for n contiguous float32 values, f one of csrc/cpu/vec_math.h's float32 helpers
+as the kernels compile them: "exp_neg" (exp(-a), a >= 0), "exp", "log1p_unit_poly" (log1p(e), e in [0, 1]),
+"log1p_exp_neg" (log1p(exp(-a)), a >= 0), "one_minus_exp_neg" (1 - exp(-y), y >= 0), "sigmoid",
+"sigmoid_from_exp_neg_abs" (the Bernoulli epilogue's form), "softplus", "sigmoid_from_softplus"
+(1 - exp(-softplus(v)): softplus' from its output). For the accuracy tests.)doc");
   m.def("num_threads", &cpu::num_threads,
         "OpenMP's maximum number of threads (1 when built without OpenMP).");
   m.def("has_openmp", &cpu::has_openmp, "Whether the module was built with OpenMP.");

@@ -9,7 +9,11 @@
 from . import reference
 from .backends import BACKENDS, BackendUnavailableError, available_backends
 from .model import M2
+from .validation import set_validation, validation_enabled
 
 __version__ = "0.1.0"
 
-__all__ = ["M2", "reference", "available_backends", "BACKENDS", "BackendUnavailableError", "__version__"]
+__all__ = [
+    "M2", "reference", "available_backends", "BACKENDS", "BackendUnavailableError", "set_validation",
+    "validation_enabled", "__version__",
+]

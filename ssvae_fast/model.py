@@ -6,9 +6,10 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
-from . import backends, objective, reference
+from . import backends, objective, reference, validation
 from .functional import ACTIVATIONS
 from .networks import Classifier, Decoder, Encoder
 
@@ -54,22 +55,29 @@ class M2(nn.Module):
         decoder_hidden: Optional[Sequence[int]] = None,
     ):
         super().__init__()
-        for name, value in (("x_dim", x_dim), ("n_classes", n_classes), ("z_dim", z_dim)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be at least 2, got {n_classes}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
+        where = "M2"
+        x_dim = validation.positive_int(where, "x_dim", x_dim)
+        n_classes = validation.positive_int(where, "n_classes", n_classes, minimum=2)
+        z_dim = validation.positive_int(where, "z_dim", z_dim)
+        validation.choice(where, "activation", activation, ACTIVATIONS)
+        hidden = validation.sizes(where, "hidden", hidden, allow_empty=True)
+
+        def pick(network: str, override, allow_empty: bool):
+            name, value = (f"{network}_hidden", override) if override is not None else ("hidden", hidden)
+            why = f" (the {network} needs at least one hidden layer)"
+            return validation.sizes(where, name, value, allow_empty=allow_empty, what=why)
+
+        classifier_sizes = pick("classifier", classifier_hidden, True)
+        encoder_sizes = pick("encoder", encoder_hidden, False)
+        decoder_sizes = pick("decoder", decoder_hidden, False)
         self.backend = backend  # validated by the setter
         self.x_dim, self.n_classes, self.z_dim = int(x_dim), int(n_classes), int(z_dim)
         self.activation = activation
-        pick = lambda override: hidden if override is None else override  # noqa: E731
-        self.classifier = Classifier(x_dim, n_classes, pick(classifier_hidden), activation)
-        self.encoder = Encoder(x_dim, n_classes, z_dim, pick(encoder_hidden), activation)
-        self.decoder = Decoder(x_dim, n_classes, z_dim, pick(decoder_hidden), activation)
+        self.classifier = Classifier(x_dim, n_classes, classifier_sizes, activation)
+        self.encoder = Encoder(x_dim, n_classes, z_dim, encoder_sizes, activation)
+        self.decoder = Decoder(x_dim, n_classes, z_dim, decoder_sizes, activation)
         self._config = dict(
-            x_dim=int(x_dim), n_classes=int(n_classes), z_dim=int(z_dim), hidden=_sizes(hidden),
+            x_dim=x_dim, n_classes=n_classes, z_dim=z_dim, hidden=_sizes(hidden),
             activation=activation, classifier_hidden=_sizes(classifier_hidden),
             encoder_hidden=_sizes(encoder_hidden), decoder_hidden=_sizes(decoder_hidden),
         )
@@ -80,9 +88,7 @@ class M2(nn.Module):
 
     @backend.setter
     def backend(self, name: str):
-        if name != "auto" and name not in backends.BACKENDS:
-            raise ValueError(f"unknown backend {name!r}; choose one of {('auto',) + backends.BACKENDS}")
-        self._backend = name
+        self._backend = validation.choice("M2", "backend", name, ("auto",) + backends.BACKENDS)
 
     def extra_repr(self) -> str:
         return f"backend={self._backend!r}"
@@ -132,34 +138,99 @@ class M2(nn.Module):
         eps_u: Optional[torch.Tensor] = None,
         reduction: str = "mean",
         generator: Optional[torch.Generator] = None,
+        chunk_size: Optional[int] = None,
     ) -> torch.Tensor:
         """Minus the M2 objective (docs/design.md section 1).
 
         Args:
             x_l: (n_l, D) labelled inputs in [0, 1], or None / empty.
             y_l: (n_l,) int64 labels in [0, C).
-            x_u: (n_u, D) unlabelled inputs, or None / empty.
-            alpha: weight of -log q(y|x) per labelled example (Kingma et al.: 0.1 * N_total / N_labelled).
+            x_u: (n_u, D) unlabelled inputs in [0, 1], or None / empty.
+            alpha: weight of -log q(y|x) per labelled example, finite and >= 0 (Kingma et al.:
+                0.1 * N_total / N_labelled).
             eps_l: (n_l, z_dim) noise for the labelled reparameterization; drawn from N(0, I) when None.
             eps_u: (n_u, C, z_dim) noise, one draw per (example, class); drawn when None.
             reduction: "mean" (sum over all examples / (n_l + n_u)), "sum", or "none" (per-example
                 losses, labelled first).
             generator: the torch.Generator for drawn noise.
+            chunk_size: None (one pass), or the number of examples (labelled first, then unlabelled)
+                computed at a time: each chunk's activations are recomputed in the backward
+                (activation checkpointing), so memory is bounded by one chunk's, for the same result up
+                to float summation order.
+
+        Inputs, labels and noise must be on the parameters' device, floating inputs and noise in the
+        parameters' dtype (any float dtype under torch.autocast). Raises TypeError or ValueError naming
+        the argument otherwise; pixel and label values are checked unless `ssvae_fast.set_validation(False)`.
         """
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        where = "M2.loss"
+        validation.choice(where, "reduction", reduction, REDUCTIONS)
+        alpha = validation.alpha(where, alpha)
+        if chunk_size is not None:
+            chunk_size = validation.positive_int(where, "chunk_size", chunk_size)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            validation.fail(where, "generator", "a torch.Generator or None", validation.describe(generator),
+                            TypeError)
         x_l, y_l, x_u, eps_l, eps_u = self._prepare(x_l, y_l, x_u, eps_l, eps_u, generator)
         name = self.resolved_backend(x_l.device)
-        if name == "reference":
-            losses = reference.per_example_losses(self, x_l, y_l, x_u, eps_l, eps_u, float(alpha))
+        args = (name, x_l, y_l, x_u, eps_l, eps_u, alpha, chunk_size)
+        if validation.tracing():  # torch.compile / CUDA graph capture: nothing data-dependent, no handlers
+            losses = self._per_example_losses(*args)
         else:
-            ops = backends.get_ops(name)
-            weights = self.objective_weights()
-            losses = objective.per_example_losses(ops, weights, x_l, y_l, x_u, eps_l, eps_u, float(alpha))
+            try:
+                losses = self._per_example_losses(*args)
+            except Exception as exc:
+                if validation.is_out_of_memory(exc):
+                    raise validation.out_of_memory(exc, self._memory_advice(x_l, x_u, chunk_size)) from exc
+                raise
         if reduction == "none":
             return losses
         total = losses.sum()
         return total if reduction == "sum" else total / losses.shape[0]
+
+    def _per_example_losses(self, name, x_l, y_l, x_u, eps_l, eps_u, alpha, chunk_size) -> torch.Tensor:
+        """(n_l + n_u,) losses, labelled first; with chunk_size, chunk_size examples at a time, each chunk
+        checkpointed when a gradient is needed (its activations recomputed in the backward)."""
+
+        def compute(x_l, y_l, x_u, eps_l, eps_u):
+            if name == "reference":
+                return reference.per_example_losses(self, x_l, y_l, x_u, eps_l, eps_u, alpha)
+            weights = self.objective_weights()
+            return objective.per_example_losses(backends.get_ops(name), weights, x_l, y_l, x_u, eps_l, eps_u, alpha)
+
+        def losses(*inputs):
+            if validation.tracing():
+                return compute(*inputs)
+            # The ops need not check again what _prepare checked (nor when the backward recomputes a chunk).
+            with validation.suspended():
+                return compute(*inputs)
+
+        n_l, n_u = x_l.shape[0], x_u.shape[0]
+        if chunk_size is None or n_l + n_u <= chunk_size:
+            return losses(x_l, y_l, x_u, eps_l, eps_u)
+        parts = []
+        for start in range(0, n_l + n_u, chunk_size):
+            stop = start + chunk_size
+            lab = slice(min(start, n_l), min(stop, n_l))
+            unl = slice(max(start - n_l, 0), max(min(stop - n_l, n_u), 0))
+            part = (x_l[lab], y_l[lab], x_u[unl], eps_l[lab], eps_u[unl])
+            if torch.is_grad_enabled():
+                parts.append(torch.utils.checkpoint.checkpoint(
+                    losses, *part, use_reentrant=False, preserve_rng_state=False))
+            else:
+                parts.append(losses(*part))
+        return torch.cat(parts)
+
+    def _memory_advice(self, x_l, x_u, chunk_size) -> str:
+        n_l, n_u = x_l.shape[0], x_u.shape[0]
+        rows = n_l + n_u * self.n_classes
+        widest = max(self.x_dim, *(m.out_features for m in self.modules() if isinstance(m, nn.Linear)))
+        if chunk_size is None:
+            fix = ("pass chunk_size=N to M2.loss to compute N examples at a time (memory then grows with "
+                   "N * C * (H + D), not with the batch), for the same result up to float summation order")
+        else:
+            fix = f"pass a smaller chunk_size than {chunk_size} to M2.loss"
+        return (f"M2.loss: out of memory for a batch of {n_l} labelled + {n_u} unlabelled examples "
+                f"({rows} encoder/decoder rows, activations up to {widest} wide); {fix}")
 
     def objective_weights(self) -> objective.ObjectiveWeights:
         """The networks' weights as the fused objective takes them: the first layers' weights split into
@@ -183,70 +254,108 @@ class M2(nn.Module):
         )
 
     def _prepare(self, x_l, y_l, x_u, eps_l, eps_u, generator):
-        """Check shapes, dtypes and devices; turn None parts into empty tensors; draw missing noise."""
+        """Check types, shapes, dtypes, devices and (when on) values; turn None parts into empty tensors;
+        draw missing noise."""
+        where = "M2.loss"
         weight = self.encoder.input.weight
         device = weight.device
-        present = [t for t in (x_l, x_u) if t is not None and t.numel() > 0]
-        dtype = present[0].dtype if present else weight.dtype
-        if not present:
-            raise ValueError("loss needs at least one example: x_l and x_u are both None or empty")
         D, C, Z = self.x_dim, self.n_classes, self.z_dim
+        for name, x in (("x_l", x_l), ("x_u", x_u)):
+            if x is not None:
+                validation.tensor(where, name, x)
+        present = [(name, x) for name, x in (("x_l", x_l), ("x_u", x_u)) if x is not None and x.numel() > 0]
+        if not present:
+            validation.fail(where, "x_l and x_u", "at least one example between them",
+                            "both None or empty")
+        first_name, first = present[0]
+        dtype = first.dtype
 
         def inputs(x, name):
             if x is None:
                 return torch.empty(0, D, dtype=dtype, device=device)
-            if not isinstance(x, torch.Tensor) or x.dim() != 2 or (x.numel() and x.shape[1] != D):
-                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"{name} must be a (n, {D}) tensor, got {shape}")
-            if not x.is_floating_point():
-                raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-            if x.device != device:
-                raise ValueError(f"{name} is on {x.device} but the model is on {device}")
+            if x.dim() != 2 or (x.numel() and x.shape[1] != D):
+                validation.fail(where, name, f"a (n, {D}) tensor (D = x_dim = {D})", validation.describe(x))
+            validation.floating(where, name, x)
+            validation.on_device(where, name, x, device)
+            if x.numel():
+                validation.same_dtype(where, name, x, weight.dtype, "the model's parameters")
+                if x is not first and x.dtype != dtype:
+                    validation.fail(where, name, f"a {validation.dtype_name(dtype)} tensor (the dtype of "
+                                    f"{first_name})", validation.describe(x), TypeError)
             return x.reshape(x.shape[0], D).to(dtype)
 
         x_l, x_u = inputs(x_l, "x_l"), inputs(x_u, "x_u")
         n_l, n_u = x_l.shape[0], x_u.shape[0]
         if y_l is None:
             if n_l:
-                raise ValueError("y_l is None but x_l has examples")
+                validation.fail(where, "y_l", f"a ({n_l},) int64 tensor, one label per row of x_l", "None")
             y_l = torch.empty(0, dtype=torch.int64, device=device)
-        if y_l.shape != (n_l,):
-            raise ValueError(f"y_l must be ({n_l},) to match x_l, got {tuple(y_l.shape)}")
-        if y_l.dtype != torch.int64:
-            raise TypeError(f"y_l must be int64 class indices, got {y_l.dtype}")
-        if y_l.device != device:
-            raise ValueError(f"y_l is on {y_l.device} but the model is on {device}")
-        if n_l and not _tracing() and bool(((y_l < 0) | (y_l >= C)).any()):
-            raise ValueError(f"y_l must lie in [0, {C}), got values from {int(y_l.min())} to {int(y_l.max())}")
+        validation.tensor(where, "y_l", y_l)
+        if tuple(y_l.shape) != (n_l,):
+            validation.fail(where, "y_l", f"a ({n_l},) tensor, one label per row of x_l (n_l = {n_l})",
+                            validation.describe(y_l))
+        validation.labels_dtype(where, "y_l", y_l)
+        validation.on_device(where, "y_l", y_l, device)
 
-        def noise(eps, shape, name):
+        def noise(eps, shape, name, what):
             if eps is None:
                 return torch.randn(shape, dtype=dtype, device=device, generator=generator)
+            validation.tensor(where, name, eps)
             if tuple(eps.shape) != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {tuple(eps.shape)}")
-            if eps.device != device:
-                raise ValueError(f"{name} is on {eps.device} but the model is on {device}")
+                validation.fail(where, name, f"a {shape} tensor ({what})", validation.describe(eps))
+            validation.floating(where, name, eps)
+            validation.on_device(where, name, eps, device)
+            if eps.numel() and eps.dtype != dtype and not validation.autocasting(device):
+                validation.fail(where, name, f"a {validation.dtype_name(dtype)} tensor (the dtype of {first_name})",
+                                validation.describe(eps), TypeError)
             return eps.to(dtype)
 
-        eps_l = noise(eps_l, (n_l, Z), "eps_l")
-        eps_u = noise(eps_u, (n_u, C, Z), "eps_u")
+        eps_l = noise(eps_l, (n_l, Z), "eps_l", "n_l, z_dim: one draw per labelled example")
+        eps_u = noise(eps_u, (n_u, C, Z), "eps_u", "n_u, C, z_dim: one draw per unlabelled example and class")
+        validation.check_values(
+            where,
+            (validation.unit_interval, "x_l", x_l),
+            (validation.unit_interval, "x_u", x_u),
+            (validation.class_indices, "y_l", y_l, C),
+        )
         return x_l, y_l, x_u, eps_l, eps_u
 
     # ------------------------------------------------------------------ inference
 
+    def _images(self, x, where: str) -> torch.Tensor:
+        """x (B, D) checked as the model's input images (type, shape, dtype, device; values when on)."""
+        weight = self.classifier.output.weight
+        validation.tensor(where, "x", x)
+        if x.dim() != 2 or x.shape[1] != self.x_dim:
+            validation.fail(where, "x", f"a (B, {self.x_dim}) tensor (D = x_dim = {self.x_dim})",
+                            validation.describe(x))
+        validation.floating(where, "x", x)
+        validation.on_device(where, "x", x, weight.device)
+        validation.same_dtype(where, "x", x, weight.dtype, "the model's parameters")
+        validation.check_values(where, (validation.unit_interval, "x", x))
+        return x
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, D) -> int64 labels (B,), argmax of q(y|x)."""
-        return self.classifier(x).argmax(dim=-1)
+        """x: (B, D) in [0, 1] -> int64 labels (B,), argmax of q(y|x)."""
+        return self.classifier(self._images(x, "M2.predict")).argmax(dim=-1)
 
-    def _class_vector(self, y: torch.Tensor, dtype) -> torch.Tensor:
+    def _class_vector(self, y, where: str) -> tuple:
+        """(y as a (B, C) class vector on the model's device in its dtype, the value checks of y)."""
+        weight = self.decoder.output.weight
+        C = self.n_classes
+        validation.tensor(where, "y", y)
+        expected = f"(B,) int64 labels or a (B, {C}) float class vector"
         if y.dim() == 1:
-            if y.dtype != torch.int64:
-                raise TypeError(f"y must be int64 labels (B,) or a float (B, {self.n_classes}) vector")
-            return F.one_hot(y, self.n_classes).to(dtype)
-        if y.dim() == 2 and y.shape[1] == self.n_classes:
-            return y.to(dtype)
-        raise ValueError(f"y must be (B,) labels or (B, {self.n_classes}), got {tuple(y.shape)}")
+            validation.labels_dtype(where, "y", y)
+            y = y.to(weight.device)
+            return y, (validation.class_indices, "y", y, C)
+        if y.dim() == 2 and y.shape[1] == C:
+            if not y.is_floating_point():
+                validation.fail(where, "y", expected, validation.describe(y), TypeError)
+            y = y.to(weight.device, weight.dtype)
+            return y, (validation.finite, "y", y)
+        validation.fail(where, "y", expected, validation.describe(y))
 
     @torch.no_grad()
     def sample(
@@ -259,13 +368,29 @@ class M2(nn.Module):
     ) -> torch.Tensor:
         """Images from p(x|y, z), z ~ N(0, I) unless given.
 
-        y: (B,) int64 labels or (B, C) class vectors; z: (B, z_dim) or None. Returns (B, D): the
-        Bernoulli means sigmoid(logits) when `mean`, else binary samples.
+        y: (B,) int64 labels in [0, C) or (B, C) float class vectors (moved to the model's device);
+        z: (B, z_dim) on the model's device in its dtype, or None. Returns (B, D): the Bernoulli means
+        sigmoid(logits) when `mean`, else binary samples.
         """
+        where = "M2.sample"
         weight = self.decoder.output.weight
-        y = self._class_vector(y.to(weight.device), weight.dtype)
+        y, y_check = self._class_vector(y, where)
+        if not isinstance(mean, bool):
+            validation.fail(where, "mean", "True or False", validation.describe(mean), TypeError)
+        B = y.shape[0]
         if z is None:
-            z = torch.randn(y.shape[0], self.z_dim, device=weight.device, dtype=weight.dtype, generator=generator)
+            z = torch.randn(B, self.z_dim, device=weight.device, dtype=weight.dtype, generator=generator)
+        else:
+            validation.tensor(where, "z", z)
+            if tuple(z.shape) != (B, self.z_dim):
+                validation.fail(where, "z", f"a ({B}, {self.z_dim}) tensor (one latent per row of y)",
+                                validation.describe(z))
+            validation.floating(where, "z", z)
+            validation.on_device(where, "z", z, weight.device)
+            validation.same_dtype(where, "z", z, weight.dtype, "the model's parameters")
+        validation.check_values(where, y_check, (validation.finite, "z", z))
+        if y.dim() == 1:
+            y = F.one_hot(y, self.n_classes).to(weight.dtype)
         probs = torch.sigmoid(self.decoder(z, y))
         return probs if mean else torch.bernoulli(probs, generator=generator)
 
@@ -273,18 +398,12 @@ class M2(nn.Module):
     def style_transfer(self, x: torch.Tensor) -> torch.Tensor:
         """Encode x under its predicted class (z = mu) and decode it under every class.
 
-        x: (B, D) -> (B, C, D) Bernoulli means: the same style, each digit class.
+        x: (B, D) in [0, 1] -> (B, C, D) Bernoulli means: the same style, each digit class.
         """
-        y = F.one_hot(self.predict(x), self.n_classes).to(x.dtype)
+        x = self._images(x, "M2.style_transfer")
+        y = F.one_hot(self.classifier(x).argmax(dim=-1), self.n_classes).to(x.dtype)
         mu, _ = self.encoder(x, y)
         B, C = x.shape[0], self.n_classes
         z = mu.repeat_interleave(C, dim=0)
         y_all = torch.eye(C, dtype=x.dtype, device=x.device).repeat(B, 1)
         return torch.sigmoid(self.decoder(z, y_all)).view(B, C, self.x_dim)
-
-
-def _tracing() -> bool:
-    """True under torch.compile tracing or CUDA graph capture, where a data-dependent check must not run."""
-    if torch.compiler.is_compiling():
-        return True
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()

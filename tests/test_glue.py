@@ -170,7 +170,7 @@ def test_check_tensors_dtype_messages(backend, rules_on_the_cpu):
     with pytest.raises(TypeError, match=re.escape(f"op_{backend}: classes must be int64 class indices, got "
                                                   "torch.int32")):
         check({"a": f32}, {"classes": torch.zeros(2, dtype=torch.int32)})
-    with pytest.raises(TypeError, match=re.escape(f"op_{backend}: a must be a tensor, got list")):
+    with pytest.raises(TypeError, match=re.escape(f"op_{backend}: a must be a torch.Tensor, got list [0.0]")):
         check({"a": [0.0]})
     with pytest.raises(ValueError, match=re.escape(f"op_{backend}: all tensors must be on one device, got a on cpu, "
                                                    "b on meta")):

@@ -1,26 +1,83 @@
-"""The reference objective against a per-example, per-class Python loop in float64, and gradcheck."""
+"""The reference objective against a per-example, per-class Python loop in float64, and gradcheck.
+
+The loop computes the three networks from the raw weights (the model's state_dict) with explicit
+matrix-vector products, not through the modules of ssvae_fast/networks.py that the reference uses, so a bug
+in the networks (a wrong concatenation order, a missing activation, a class vector ignored) cannot pass
+unseen: `test_scalar_loop_catches_network_bugs` injects such bugs.
+"""
 
 import math
 
 import pytest
 import torch
 
-from ssvae_fast import M2, reference
+from ssvae_fast import M2, networks, reference
 from tests.factories import make_batch, make_model
 
 
+def _activation(v: torch.Tensor, activation: str) -> torch.Tensor:
+    """Elementwise, written out: softplus(v) = max(v, 0) + log(1 + exp(-|v|)), relu(v) = max(v, 0)."""
+    out = [max(float(t), 0.0) + (math.log1p(math.exp(-abs(float(t)))) if activation == "softplus" else 0.0)
+           for t in v]
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _affine(state: dict, name: str, v: torch.Tensor) -> torch.Tensor:
+    """W v + b for the linear layer `name` of the state dict (W: (out, in), b: (out,))."""
+    return state[f"{name}.weight"].double() @ v + state[f"{name}.bias"].double()
+
+
+def _hidden(state: dict, network: str) -> list:
+    """Names of `network`'s hidden_layers.i in order."""
+    names, i = [], 0
+    while f"{network}.hidden_layers.{i}.weight" in state:
+        names.append(f"{network}.hidden_layers.{i}")
+        i += 1
+    return names
+
+
+def networks_from_weights(model):
+    """(classifier, encoder, decoder) as functions of one example, from model.state_dict() alone:
+
+    classifier(x)    = output(act(... act(hidden_0(x))))                       -> logits (C,)
+    encoder(x, y)    = head(act(hidden(... act(input([x, y])))))                 -> (mu, logvar), (Z,) each
+    decoder(z, y)    = output(act(hidden(... act(input([z, y])))))               -> logits (D,)
+    """
+    state = {k: v.detach().double() for k, v in model.state_dict().items()}
+    act, Z = model.activation, model.z_dim
+
+    def body(network, first, v):
+        h = _activation(_affine(state, first, v), act) if first else v
+        for name in _hidden(state, network):
+            h = _activation(_affine(state, name, h), act)
+        return h
+
+    def classifier(x):
+        return _affine(state, "classifier.output", body("classifier", None, x.double()))
+
+    def encoder(x, y):
+        out = _affine(state, "encoder.head", body("encoder", "encoder.input", torch.cat([x.double(), y])))
+        return out[:Z], out[Z:]
+
+    def decoder(z, y):
+        return _affine(state, "decoder.output", body("decoder", "decoder.input", torch.cat([z, y])))
+
+    return classifier, encoder, decoder
+
+
 def loop_loss(model, x_l, y_l, x_u, eps_l, eps_u, alpha):
-    """docs/design.md section 1 one (example, class) pair at a time, scalar by scalar where it matters."""
+    """docs/design.md section 1 one (example, class) pair at a time, scalar by scalar where it matters, with
+    the networks computed from the raw weights (`networks_from_weights`)."""
     C = model.n_classes
+    classifier, encoder, decoder = networks_from_weights(model)
     losses = []
 
     def neg_elbo(x, c, eps):
-        y = torch.zeros(1, C, dtype=x.dtype)
-        y[0, c] = 1.0
-        mu, logvar = model.encoder(x[None], y)
-        mu, logvar = mu[0], logvar[0]
-        z = mu + torch.exp(logvar / 2) * eps
-        logits = model.decoder(z[None], y)[0]
+        y = torch.zeros(C, dtype=torch.float64)
+        y[c] = 1.0
+        mu, logvar = encoder(x, y)
+        z = mu + torch.exp(logvar / 2) * eps.double()
+        logits = decoder(z, y)
         log_px = sum(
             float(x[d]) * float(logits[d]) - math.log1p(math.exp(-abs(float(logits[d])))) - max(float(logits[d]), 0.0)
             for d in range(x.shape[0])
@@ -31,7 +88,7 @@ def loop_loss(model, x_l, y_l, x_u, eps_l, eps_u, alpha):
         return -log_px + kl + math.log(C)
 
     def log_q(x):
-        logits = [float(v) for v in model.classifier(x[None])[0]]
+        logits = [float(v) for v in classifier(x)]
         m = max(logits)
         lse = m + math.log(sum(math.exp(v - m) for v in logits))
         return [v - lse for v in logits]
@@ -59,6 +116,49 @@ def test_reference_matches_scalar_loop(n_l, n_u, C, activation):
         got = reference.per_example_losses(model, *batch.args(), alpha=0.7)
         want = loop_loss(model, *batch.args(), alpha=0.7)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-10)
+
+
+def _broken_decoder_ignores_class(self, z, y):
+    h = self._act(self.input(torch.cat([z, torch.zeros_like(y)], dim=-1)))
+    return self.output(self.run_hidden_layers(h))
+
+
+def _broken_encoder_concatenation(self, x, y):
+    h = self._act(self.input(torch.cat([y.to(x.dtype), x], dim=-1)))
+    out = self.head(self.run_hidden_layers(h))
+    return out[..., : self.z_dim], out[..., self.z_dim :]
+
+
+def _broken_classifier_no_activation(self, x):
+    h = x
+    for layer in self.hidden_layers:
+        h = layer(h)
+    return self.output(h)
+
+
+def _broken_hidden_layers_skipped(self, h):
+    return h
+
+
+@pytest.mark.parametrize("target,broken", [
+    (networks.Decoder, _broken_decoder_ignores_class),
+    (networks.Encoder, _broken_encoder_concatenation),
+    (networks.Classifier, _broken_classifier_no_activation),
+    (networks._MLPBody, _broken_hidden_layers_skipped),
+])
+def test_scalar_loop_catches_network_bugs(monkeypatch, target, broken):
+    """A bug in ssvae_fast/networks.py changes the reference but not the loop, which reads the weights."""
+    torch.manual_seed(0)
+    model = make_model(D=11, C=3, Z=3, H=7, dtype=torch.float64, hidden_layers=2)
+    batch = make_batch(model, 2, 2, dtype=torch.float64, seed=1)
+    with torch.no_grad():
+        want = loop_loss(model, *batch.args(), alpha=0.7)
+        torch.testing.assert_close(reference.per_example_losses(model, *batch.args(), alpha=0.7), want,
+                                   rtol=1e-12, atol=1e-10)
+        name = "run_hidden_layers" if target is networks._MLPBody else "forward"
+        monkeypatch.setattr(target, name, broken)
+        got = reference.per_example_losses(model, *batch.args(), alpha=0.7)
+    assert not torch.allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_reduction_modes_follow_design():

@@ -34,24 +34,27 @@ public entry point `bernoulli_loglik_linear(h, weight, bias, x, n_labelled, back
 
 # No `from __future__ import annotations`: torch.library.custom_op infers each op's schema from the
 # implementations' real annotations.
+import numbers
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from .. import validation
+from .._launch import compute_dtype
 from ..functional import softplus
 from ..rows import per_example_sum
-from .glue import Implementations, bind_backend, cast_for_backend, check_tensors
+from .glue import Implementations, bind_backend, cast_for_backend, check_tensors, check_types
 
 OP = "bernoulli_loglik_linear"
 
 
 # 1. The plain-torch face.
-def _rows_dot(h, v, n_l: int, n_classes: int):
-    """(M,) h[m] . v[example of m], without repeating v per row (h (M, K), v (N, K))."""
+def _rows_dot(h, v, n_l: int, n_classes: int, acc: torch.dtype):
+    """(M,) h[m] . v[example of m] summed in `acc`, without repeating v per row (h (M, K), v (N, K))."""
     rest = h[n_l:]
-    dots = (rest.view(v.shape[0] - n_l, n_classes, h.shape[1]) * v[n_l:].unsqueeze(1)).sum(-1).flatten()
-    return torch.cat([(h[:n_l] * v[:n_l]).sum(-1), dots]) if n_l else dots
+    dots = (rest.view(v.shape[0] - n_l, n_classes, h.shape[1]) * v[n_l:].unsqueeze(1)).sum(-1, dtype=acc).flatten()
+    return torch.cat([(h[:n_l] * v[:n_l]).sum(-1, dtype=acc), dots]) if n_l else dots
 
 
 class _BernoulliLoglikLinear(torch.autograd.Function):
@@ -61,11 +64,15 @@ class _BernoulliLoglikLinear(torch.autograd.Function):
     def forward(ctx, h, weight, bias, x, n_l, n_classes):
         logits = torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()  # (M, D)
         x_w = x @ weight  # (N, H): W^T x once per example, shared by its rows
-        x_logits = _rows_dot(h, x_w, n_l, n_classes)
+        # Row sums in float32 for 16-bit logits (float64 for float64); the result in h's dtype, or in that
+        # float32 under torch.autocast, where reductions stay in float32 as torch's own do.
+        acc = compute_dtype(logits.dtype)
+        x_logits = _rows_dot(h, x_w, n_l, n_classes, acc)
         if bias is not None:
-            xb = x @ bias  # (N,)
+            xb = (x @ bias).to(acc)  # (N,)
             x_logits = x_logits + torch.cat([xb[:n_l], xb[n_l:].repeat_interleave(n_classes)])
-        ll = x_logits - softplus(logits).sum(-1)
+        ll = x_logits - softplus(logits).sum(-1, dtype=acc)
+        ll = ll if validation.autocasting(h.device) else ll.to(h.dtype)
         sig = logits.sigmoid_()  # the logits are not needed again: keep sigmoid(l) in their place
         ctx.save_for_backward(h, weight, bias, x, x_w, sig)
         ctx.layout = (n_l, n_classes)
@@ -114,9 +121,11 @@ def bernoulli_loglik_linear_torch(
     3-D form: h (N, C, H), x (N, D) shared by the C rows of each example -> ll (N, C).
     2-D form: h (M, H) rows, M = n_l + (N - n_l) * C: row i < n_l scores x[i], row n_l + j * C + c
     scores x[n_l + j] (the layout of `class_conditional_activation` with n_l classes given) -> ll (M,).
-    weight: (D, H), bias: (D,) or None.
+    weight: (D, H), bias: (D,) or None. Row sums in float32 for 16-bit inputs; ll in h's dtype, or float32
+    under torch.autocast.
     """
     n_classes = check_inputs(h, weight, bias, x, n_labelled)
+    check_tensors(f"{OP}_torch", "torch", {"h": h, "weight": weight, "bias": bias, "x": x})
     if h.dim() == 3:
         n = h.shape[0]
         rows = h.reshape(n * n_classes, h.shape[2])
@@ -124,36 +133,48 @@ def bernoulli_loglik_linear_torch(
     return _BernoulliLoglikLinear.apply(h, weight, bias, x, n_labelled, n_classes)
 
 
-# 2. Input checks (shapes; each backend's devices and dtypes are checked by `glue.check_tensors`).
+# 2. Input checks: types, shapes and (when value checks are on) x's values; each backend's devices and
+#    dtypes are checked by `glue.check_tensors`.
 def check_inputs(h, weight, bias, x, n_labelled: int = 0) -> int:
-    """Checks the shapes; returns C, the rows per unlabelled example (h's second dim for the 3-D form)."""
+    """Checks the types, the shapes and (when value checks are on, `ssvae_fast.set_validation`) that x is
+    finite and in [0, 1]; returns C, the rows per unlabelled example (h's second dim for the 3-D form)."""
+    check_types(OP, {"h": h, "weight": weight, "bias": bias, "x": x})
+    if isinstance(n_labelled, bool) or not isinstance(n_labelled, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"{OP}: n_labelled must be an int, got {type(n_labelled).__name__}")
+    n_classes = _check_shapes(h, weight, bias, x, n_labelled)
+    if x.is_floating_point():
+        validation.check_values(OP, (validation.unit_interval, "x", x))
+    return n_classes
+
+
+def _check_shapes(h, weight, bias, x, n_labelled: int) -> int:
     if h.dim() not in (2, 3):
-        raise ValueError(f"h must be (N, C, H) or (M, H) rows, got shape {tuple(h.shape)}")
+        raise ValueError(f"{OP}: h must be (N, C, H) or (M, H) rows, got shape {tuple(h.shape)}")
     hidden = h.shape[-1]
     if weight.dim() != 2 or weight.shape[1] != hidden:
-        raise ValueError(f"weight must be (D, H) with H = {hidden}, got {tuple(weight.shape)}")
+        raise ValueError(f"{OP}: weight must be (D, H) with H = {hidden}, got {tuple(weight.shape)}")
     d = weight.shape[0]
     if bias is not None and bias.shape != (d,):
-        raise ValueError(f"bias must be (D,) = ({d},), got {tuple(bias.shape)}")
+        raise ValueError(f"{OP}: bias must be (D,) = ({d},), got {tuple(bias.shape)}")
     if x.dim() != 2 or x.shape[1] != d:
-        raise ValueError(f"x must be (N, D) with D = {d}, got {tuple(x.shape)}")
+        raise ValueError(f"{OP}: x must be (N, D) with D = {d}, got {tuple(x.shape)}")
     n = x.shape[0]
     if h.dim() == 3:
         if h.shape[0] != n:
-            raise ValueError(f"x must be (N, D) = {(h.shape[0], d)} for h {tuple(h.shape)}, got {tuple(x.shape)}")
+            raise ValueError(f"{OP}: x must be (N, D) = {(h.shape[0], d)} for h {tuple(h.shape)}, got {tuple(x.shape)}")
         if n_labelled != 0:
-            raise ValueError("n_labelled applies to the 2-D (M, H) form of h only")
+            raise ValueError(f"{OP}: n_labelled applies to the 2-D (M, H) form of h only")
         return h.shape[1]
     if not 0 <= n_labelled <= n:
-        raise ValueError(f"n_labelled must be in [0, N = {n}], got {n_labelled}")
+        raise ValueError(f"{OP}: n_labelled must be in [0, N = {n}], got {n_labelled}")
     rest_rows, rest_examples = h.shape[0] - n_labelled, n - n_labelled
     if rest_examples == 0:
         if rest_rows != 0:
-            raise ValueError(f"h has {h.shape[0]} rows; with n_labelled = N = {n} it must have N")
+            raise ValueError(f"{OP}: h has {h.shape[0]} rows; with n_labelled = N = {n} it must have N")
         return 1
     if rest_rows < 0 or rest_rows % rest_examples:
         raise ValueError(
-            f"h has {h.shape[0]} rows; it must have n_labelled + (N - n_labelled) * C = "
+            f"{OP}: h has {h.shape[0]} rows; it must have n_labelled + (N - n_labelled) * C = "
             f"{n_labelled} + {rest_examples} * C for x (N, D) = {tuple(x.shape)}"
         )
     return rest_rows // rest_examples
@@ -230,9 +251,11 @@ def bernoulli_loglik_linear(
     3-D form: h (N, C, H), x (N, D) shared by the C rows of example n -> ll (N, C) (n_labelled must be 0).
     2-D form: h (M, H) rows, M = n_l + (N - n_l) * C with n_l = n_labelled: row i < n_l scores x[i], row
     n_l + j * C + c scores x[n_l + j] (the layout of `class_conditional_activation` given n_l classes)
-    -> ll (M,). weight: (D, H); bias: (D,) or None. Returns h's dtype; accumulates in fp32 (fp64 for fp64
-    inputs; row sums in double on the CPU). precision: the in-kernel GEMM's ("tf32" or "ieee" on cuda,
-    "ieee", "tf32" or "tf32x3" on triton; None: the backend's setting; float64 is always exact).
+    -> ll (M,). weight: (D, H); bias: (D,) or None. Returns h's dtype (the `torch` backend: float32 under
+    torch.autocast); accumulates in fp32 (fp64 for fp64 inputs; row sums in double on the CPU). x must be
+    finite and in [0, 1] (checked unless `ssvae_fast.set_validation(False)`). precision: the in-kernel
+    GEMM's ("tf32" or "ieee" on cuda, "ieee", "tf32" or "tf32x3" on triton; None: the backend's setting;
+    float64 is always exact).
     Differentiable in h, weight, bias and x; deterministic. When a gradient is needed the forward keeps
     s = x - sigmoid(l), (M, D), for the backward, unless the backend's recompute setting is on.
     """

@@ -28,9 +28,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .. import validation
 from ..functional import activation_fn
 from ..rows import class_conditional_output_shape
-from .glue import Implementations, bind_backend, cast_for_backend, check_activation, check_tensors
+from .glue import Implementations, bind_backend, cast_for_backend, check_activation, check_tensors, check_types
 
 OP = "class_conditional_activation"
 
@@ -44,6 +45,8 @@ def class_conditional_activation_torch(a: Tensor, w_y: Tensor, classes: Optional
     n_l <= N -> (n_l + (N - n_l) * C, H) rows, labelled first (module docstring).
     """
     check_inputs(a, w_y, classes)
+    check_activation(f"{OP}_torch", activation)
+    check_tensors(f"{OP}_torch", "torch", {"a": a, "w_y": w_y}, {"classes": classes})
     act = activation_fn(activation)
     if classes is None:
         return act(a.unsqueeze(1) + w_y.t().unsqueeze(0))
@@ -58,14 +61,19 @@ def class_conditional_activation_torch(a: Tensor, w_y: Tensor, classes: Optional
     return torch.cat([labelled, every]) if n_l else every
 
 
-# 2. Input checks (shapes; each backend's devices and dtypes are checked by `glue.check_tensors`).
+# 2. Input checks: types, shapes and (when value checks are on, `ssvae_fast.set_validation`) the classes'
+#    range; each backend's devices and dtypes are checked by `glue.check_tensors`.
 def check_inputs(a: Tensor, w_y: Tensor, classes: Optional[Tensor]) -> None:
+    check_types(OP, {"a": a, "w_y": w_y}, {"classes": classes})
     if a.dim() != 2:
-        raise ValueError(f"a must be (N, H), got shape {tuple(a.shape)}")
+        raise ValueError(f"{OP}: a must be (N, H), got shape {tuple(a.shape)}")
     if w_y.dim() != 2 or w_y.shape[0] != a.shape[1]:
-        raise ValueError(f"w_y must be (H, C) with H = {a.shape[1]}, got shape {tuple(w_y.shape)}")
+        raise ValueError(f"{OP}: w_y must be (H, C) with H = {a.shape[1]}, got shape {tuple(w_y.shape)}")
     if classes is not None and (classes.dim() != 1 or classes.shape[0] > a.shape[0]):
-        raise ValueError(f"classes must be (n_l,) with n_l <= N = {a.shape[0]}, got shape {tuple(classes.shape)}")
+        raise ValueError(
+            f"{OP}: classes must be (n_l,) with n_l <= N = {a.shape[0]}, got shape {tuple(classes.shape)}")
+    if classes is not None and classes.dtype == torch.int64:
+        validation.check_values(OP, (validation.class_indices, "classes", classes, w_y.shape[1]))
 
 
 # 3. The custom ops' schemas (from the implementations' annotations) and fakes:

@@ -22,8 +22,10 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .. import validation
+from .._launch import compute_dtype
 from ..functional import gaussian_kl
-from .glue import Implementations, bind_backend, cast_for_backend, check_tensors
+from .glue import Implementations, bind_backend, cast_for_backend, check_tensors, check_types
 
 OP = "gaussian_reparam_kl"
 
@@ -32,19 +34,24 @@ OP = "gaussian_reparam_kl"
 def gaussian_reparam_kl_torch(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor]:
     """head: (R, 2Z) = [mu, logvar]; eps: (R, Z) -> z (R, Z), kl (R,)."""
     check_inputs(head, eps)
+    check_tensors(f"{OP}_torch", "torch", {"head": head, "eps": eps})
     z_dim = eps.shape[1]
     mu, logvar = head[:, :z_dim], head[:, z_dim:]
     z = mu + torch.exp(0.5 * logvar) * eps
-    return z, gaussian_kl(mu, logvar)
+    # The KL sums in float32 for 16-bit inputs; its result in head's dtype, or float32 under torch.autocast.
+    acc = compute_dtype(head.dtype)
+    kl = gaussian_kl(mu.to(acc), logvar.to(acc))
+    return z, kl if validation.autocasting(head.device) else kl.to(head.dtype)
 
 
 # 2. Input checks (shapes; each backend's devices and dtypes are checked by `glue.check_tensors`).
 def check_inputs(head: Tensor, eps: Tensor) -> None:
+    check_types(OP, {"head": head, "eps": eps})
     if head.dim() != 2 or head.shape[1] % 2 != 0:
-        raise ValueError(f"head must be (R, 2 * z_dim), got shape {tuple(head.shape)}")
+        raise ValueError(f"{OP}: head must be (R, 2 * z_dim), got shape {tuple(head.shape)}")
     if eps.shape != (head.shape[0], head.shape[1] // 2):
         raise ValueError(
-            f"eps must be (R, z_dim) = {(head.shape[0], head.shape[1] // 2)}, got {tuple(eps.shape)}"
+            f"{OP}: eps must be (R, z_dim) = {(head.shape[0], head.shape[1] // 2)}, got {tuple(eps.shape)}"
         )
 
 

@@ -33,6 +33,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .. import validation
 from ..functional import ACTIVATIONS
 
 
@@ -152,12 +153,13 @@ def _interpreting() -> bool:
 
 @dataclass(frozen=True)
 class _Rule:
-    devices: Callable[[], tuple]
+    devices: Callable[[], Optional[tuple]]  # device types; None: any
     dtypes: tuple
     where: str  # what the backend runs on, for messages
 
 
 _RULES = {
+    "torch": _Rule(lambda: None, _FLOATS_GPU, "any device"),
     "cpu": _Rule(lambda: ("cpu",), _FLOATS_CPU, "CPU tensors (use backend 'cuda' or 'triton' for CUDA tensors)"),
     "cuda": _Rule(lambda: ("cuda",), _FLOATS_GPU, "CUDA tensors (use backend 'torch' or 'cpu' on the CPU)"),
     "triton": _Rule(
@@ -167,26 +169,35 @@ _RULES = {
 }
 
 
+def check_types(op: str, floats: dict, ints: Optional[dict] = None) -> None:
+    """Every non-None entry of `floats` and `ints` is a tensor: TypeError naming the first that is not
+    (checked before the shapes, which need tensors)."""
+    for name, t in {**floats, **(ints or {})}.items():
+        if t is not None and not isinstance(t, Tensor):
+            validation.fail(op, name, "a torch.Tensor", validation.describe(t), TypeError)
+
+
 def check_tensors(op: str, backend: str, floats: dict, ints: Optional[dict] = None) -> None:
-    """Tensors on one device of a type `backend` runs on; one float dtype it supports for `floats`, int64
-    for `ints` (None entries skipped). TypeError (not a tensor, dtypes) or ValueError (devices) naming the
-    offending arguments otherwise; `op` names the op in the message."""
+    """Tensors on one device of a type `backend` runs on; one float dtype it supports for `floats` (for
+    `torch`, any float dtypes while torch.autocast is on, as torch's own ops take them), int64 for `ints`
+    (None entries skipped). TypeError (not a tensor, dtypes) or ValueError (devices) naming the offending
+    arguments otherwise; `op` names the op in the message."""
     rule = _RULES[backend]
     floats = {k: v for k, v in floats.items() if v is not None}
     ints = {k: v for k, v in (ints or {}).items() if v is not None}
     everything = {**floats, **ints}
-    for name, t in everything.items():
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
+    check_types(op, everything)
     devices = {t.device for t in everything.values()}
     if len(devices) > 1:
         listed = ", ".join(f"{k} on {t.device}" for k, t in everything.items())
         raise ValueError(f"{op}: all tensors must be on one device, got {listed}")
     for name, t in everything.items():
-        if t.device.type not in rule.devices():
+        allowed = rule.devices()
+        if allowed is not None and t.device.type not in allowed:
             raise ValueError(f"{op}: the {backend} backend runs on {rule.where}, got {name} on {t.device}")
     dtypes = {t.dtype for t in floats.values()}
-    if len(dtypes) != 1 or next(iter(dtypes)) not in rule.dtypes:
+    mixed_ok = backend == "torch" and validation.autocasting(next(iter(devices)))
+    if not dtypes <= set(rule.dtypes) or (len(dtypes) > 1 and not mixed_ok):
         listed = ", ".join(f"{k} {t.dtype}" for k, t in floats.items())
         raise TypeError(f"{op}: float inputs must share one dtype among {rule.dtypes}, got {listed}")
     for name, t in ints.items():

@@ -109,7 +109,8 @@ def test_labelled_prefix_without_enumerated_rows(backend, recompute):
     the kernels; ll has n_l entries and the unlabelled examples' x gradient is 0."""
     device = device_of(backend)
     N, n_l, H, D = 5, 3, 19, 37
-    h64, w64, b64, x64 = rand(n_l, H, seed=120), rand(D, H, seed=121), rand(D, seed=122), rand(N, D, seed=123)
+    h64, w64, b64 = rand(n_l, H, seed=120), rand(D, H, seed=121), rand(D, seed=122)
+    x64 = rand(N, D, seed=123, uniform=True)
 
     def make(dtype):
         return {"h": leaf(h64, dtype, device), "weight": leaf(w64, dtype, device), "bias": leaf(b64, dtype, device),

@@ -70,7 +70,7 @@ def test_shape_errors(backend):
     """Shapes are checked first, on any device (before the backend's device and dtype rules)."""
     op = getattr(module, f"{module.OP}_{backend}")
     y_l = torch.zeros(1, dtype=torch.int64)
-    with pytest.raises(ValueError, match="logits_y has 4 rows"):
+    with pytest.raises(ValueError, match=r"logits_y must have n_l \+ n_u = 1 \+ 2 rows \(y_l, ll_u\), got 4"):
         op(torch.zeros(4, 2), y_l, torch.zeros(1), torch.zeros(1), torch.zeros(2, 2), torch.zeros(2, 2), 1.0)
     with pytest.raises(ValueError, match="ll_l and kl_l must be"):
         op(torch.zeros(3, 2), y_l, torch.zeros(2), torch.zeros(1), torch.zeros(2, 2), torch.zeros(2, 2), 1.0)
