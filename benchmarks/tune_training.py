@@ -50,12 +50,15 @@ CANDIDATES = {
         "steps3000-z32": {"steps": 3000, "z_dim": 32},
     },
     "mnist": {
-        "base": {"steps": 6000},
-        "clip": {"steps": 6000, "clip_grad": 5.0},
-        "cosine": {"steps": 6000, "lr_schedule": "cosine"},
-        "alpha50": {"steps": 6000, "alpha": 50.0},
-        "dynamic": {"steps": 6000, "binarize": "dynamic"},
-        "b100": {"steps": 6000, "batch_size": 100},
+        "b100-a8": {"steps": 6000, "batch_size": 100},
+        "b100-a50": {"steps": 6000, "batch_size": 100, "alpha": 50.0},
+        "b100-a200": {"steps": 6000, "batch_size": 100, "alpha": 200.0},
+        "b100-a50-clip5-cos": {"steps": 6000, "batch_size": 100, "alpha": 50.0, "clip_grad": 5.0,
+                               "lr_schedule": "cosine"},
+        "15k-b100-a50-clip5-cos": {"steps": 15000, "batch_size": 100, "alpha": 50.0, "clip_grad": 5.0,
+                                   "lr_schedule": "cosine"},
+        "15k-b100-a200-clip5-cos": {"steps": 15000, "batch_size": 100, "alpha": 200.0, "clip_grad": 5.0,
+                                    "lr_schedule": "cosine"},
     },
 }
 
@@ -76,6 +79,7 @@ def run_one(dataset: str, data_dir, name: str, overrides: dict, seed: int) -> di
         "selected_step": result.selected_step, "steps": result.steps, "n_val": result.n_val,
         "val_class_consistency_last": last.get("val_class_consistency"), "wall_s": time.perf_counter() - start,
         "config": result.config.to_dict(),
+        "history": [[row["step"], row["val_accuracy"], row["val_class_consistency"]] for row in result.history],
     }
 
 

@@ -50,6 +50,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="one run per seed, then a table")
     add("--baseline", action="store_const", const=True, default=None,
         help="also train the classifier alone on the labelled examples, same steps and settings")
+    add("--no-test", dest="test", action="store_const", const=False, default=None,
+        help="never score the test set (while choosing settings on validation)")
     add("--device", default=None, help="cpu or cuda")
     add("--out", default=None, metavar="DIR",
         help="run directory: config.json, metrics.jsonl, best.pt, last.pt, figures")
