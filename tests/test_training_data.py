@@ -3,7 +3,6 @@ configuration's defaults and their resolution."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -98,7 +97,7 @@ def test_defaults_table_covers_every_option_of_every_dataset():
 def test_resolve_turns_defaults_into_numbers():
     split = load_digits_split(n_labelled=100, seed=0, val_size=200)
     cfg = resolve(TrainConfig(), split)
-    assert cfg.steps == 80 * math.ceil(1138 / 64) and cfg.epochs is None  # 80 passes over the pool
+    assert cfg.steps == 3000 and cfg.epochs is None  # the digits default, in steps
     assert cfg.eval_every == cfg.steps // 20 and cfg.labelled_batch_size == 64
     assert cfg.alpha == pytest.approx(0.1 * 1238 / 100) and cfg.lr_final == pytest.approx(cfg.lr / 100)
     assert resolve(TrainConfig(epochs=2), split).steps == 2 * 18

@@ -218,7 +218,7 @@ def test_baseline_starts_from_m2s_classifier_and_trains_it_alone():
     split = load_digits_split(n_labelled=20, seed=3, val_size=50)
     cfg = loop.resolve(TrainConfig(**{**SMALL, "seed": 3}, steps=6, eval_every=3, lr=1e-12), split)
     torch.manual_seed(3)
-    untrained = M2(split.x_dim, split.n_classes, cfg.z_dim, hidden=cfg.hidden)
+    untrained = M2(split.x_dim, split.n_classes, cfg.z_dim, hidden=cfg.hidden, activation=cfg.activation)
     x_test, y_test = torch.as_tensor(split.x_test), torch.as_tensor(split.y_test)
     frozen = train_baseline(cfg, split, "cpu")  # a learning rate too small to move any prediction
     assert frozen.test_accuracy == accuracy(untrained, x_test, y_test)
