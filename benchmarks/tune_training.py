@@ -50,6 +50,10 @@ CANDIDATES = {
         "steps3000-z32": {"steps": 3000, "z_dim": 32},
     },
     "mnist": {
+        "base": {},
+        "dynamic": {"binarize": "dynamic"},
+        "u300": {"batch_size": 300},
+        "a1000": {"alpha": 1000.0},
         "b100-a8": {"steps": 6000, "batch_size": 100},
         "b100-a50": {"steps": 6000, "batch_size": 100, "alpha": 50.0},
         "b100-a200": {"steps": 6000, "batch_size": 100, "alpha": 200.0},

@@ -14,6 +14,7 @@
 #include "cpu/bernoulli_loglik_linear.h"
 #include "cpu/class_conditional_activation.h"
 #include "cpu/elbo_reduction.h"
+#include "cpu/gaussian_loglik_linear.h"
 #include "cpu/gaussian_reparam_kl.h"
 #include "cpu/vec_math.h"
 
@@ -30,6 +31,16 @@ constexpr const char* kModule = "ssvae_fast._C";
 void check_labelled_rows(const Checks& check, int64_t N, int64_t n_l) {
   if (n_l > N) {
     check.fail("n_l = " + std::to_string(n_l) + " labelled rows exceed N = " + std::to_string(N));
+  }
+}
+
+// Rows [row0, row0 + rows) of the labelled-prefix layout of N examples (n_l labelled, C rows per other one).
+void check_row_block(const Checks& check, int64_t row0, int64_t rows, int64_t N, int64_t n_l, int64_t C) {
+  check_labelled_rows(check, N, n_l);
+  const int64_t total = n_l + (N - n_l) * C;
+  if (row0 + rows > total) {
+    check.fail("rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) +
+               ") exceed n_l + (N - n_l) * C = " + std::to_string(total));
   }
 }
 
@@ -167,12 +178,7 @@ void bernoulli_linear_epilogue(std::uintptr_t logits_ptr, std::uintptr_t bias_pt
                                int64_t N, int64_t n_l, int64_t C, int64_t D, const std::string& dtype) {
   const Checks check(kModule, "bernoulli_linear_epilogue");
   check.non_negative({{"row0", row0}, {"rows", rows}, {"N", N}, {"n_l", n_l}, {"C", C}, {"D", D}});
-  check_labelled_rows(check, N, n_l);
-  const int64_t total = n_l + (N - n_l) * C;
-  if (row0 + rows > total) {
-    check.fail("rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) +
-               ") exceed n_l + (N - n_l) * C = " + std::to_string(total));
-  }
+  check_row_block(check, row0, rows, N, n_l, C);
   check.pointer("logits", logits_ptr, rows * D);
   check.pointer("x", x_ptr, N * D);
   check.pointer("ll", ll_ptr, rows);
@@ -195,6 +201,38 @@ void bernoulli_linear_backward_rows(std::uintptr_t s_ptr, std::uintptr_t g_ptr, 
     using T = decltype(zero);
     cpu::bernoulli_linear_backward_rows<T>(Address{s_ptr}, Address{g_ptr}, Address{h_ptr}, Address{grad_h_ptr},
                                            Address{g_h_ptr}, Address{db_ptr}, M, D, H);
+  });
+}
+
+void gaussian_linear_epilogue(std::uintptr_t means_ptr, std::uintptr_t bias_ptr, std::uintptr_t precision_ptr,
+                              std::uintptr_t x_ptr, std::uintptr_t ll_ptr, std::uintptr_t s_ptr, double offset,
+                              int64_t row0, int64_t rows, int64_t N, int64_t n_l, int64_t C, int64_t D,
+                              const std::string& dtype) {
+  const Checks check(kModule, "gaussian_linear_epilogue");
+  check.non_negative({{"row0", row0}, {"rows", rows}, {"N", N}, {"n_l", n_l}, {"C", C}, {"D", D}});
+  check_row_block(check, row0, rows, N, n_l, C);
+  check.pointer("means", means_ptr, rows * D);
+  check.pointer("precision", precision_ptr, D);
+  check.pointer("x", x_ptr, N * D);
+  check.pointer("ll", ll_ptr, rows);
+  dispatch_float(kModule, dtype, [&](auto zero) {
+    using T = decltype(zero);
+    cpu::gaussian_linear_epilogue<T>(Address{means_ptr}, Address{bias_ptr}, Address{precision_ptr}, Address{x_ptr},
+                                     Address{ll_ptr}, Address{s_ptr}, offset, row0, rows, n_l, C, D);
+  });
+}
+
+void gaussian_linear_backward_rows(std::uintptr_t s_ptr, std::uintptr_t g_ptr, std::uintptr_t dl_ptr,
+                                   std::uintptr_t db_ptr, std::uintptr_t q_ptr, int64_t M, int64_t D,
+                                   const std::string& dtype) {
+  const Checks check(kModule, "gaussian_linear_backward_rows");
+  check.non_negative({{"M", M}, {"D", D}});
+  check.pointer("s", s_ptr, M * D);
+  check.pointer("g", g_ptr, M);
+  dispatch_float(kModule, dtype, [&](auto zero) {
+    using T = decltype(zero);
+    cpu::gaussian_linear_backward_rows<T>(Address{s_ptr}, Address{g_ptr}, Address{dl_ptr}, Address{db_ptr},
+                                          Address{q_ptr}, M, D);
   });
 }
 
@@ -295,6 +333,17 @@ unless s_ptr is 0, s[r] = x - sigmoid(l) (s may be logits itself).)doc");
         R"doc(The elementwise part of bernoulli_loglik_linear's backward, one pass over the rows (any output
 pointer may be 0: skipped): grad_h[r] *= g[r] in place (grad_h = s W on entry), g_h[r] = g[r] h[r], and
 db = sum_r g[r] s[r] in double over a fixed partition of the rows (deterministic).)doc");
+
+  m.def("gaussian_linear_epilogue", &gaussian_linear_epilogue, py::arg("means_ptr"), py::arg("bias_ptr"),
+        py::arg("precision_ptr"), py::arg("x_ptr"), py::arg("ll_ptr"), py::arg("s_ptr"), py::arg("offset"),
+        py::arg("row0"), py::arg("rows"), py::arg("N"), py::arg("n_l"), py::arg("C"), py::arg("D"), py::arg("dtype"),
+        R"doc(On a block of rows (rows, D) of h W^T (rows as in bernoulli_linear_epilogue), with mu = h W^T + bias
+(bias_ptr 0: none) and p = precision (D,): ll[r] = offset - 0.5 sum_d p (x - mu)^2 (in double) and, unless
+s_ptr is 0, s[r] = p (x - mu) (s may be means itself).)doc");
+  m.def("gaussian_linear_backward_rows", &gaussian_linear_backward_rows, py::arg("s_ptr"), py::arg("g_ptr"),
+        py::arg("dl_ptr"), py::arg("db_ptr"), py::arg("q_ptr"), py::arg("M"), py::arg("D"), py::arg("dtype"),
+        R"doc(One pass over the rows of s (M, D) (any output pointer may be 0: skipped): dl[r] = g[r] s[r] (dl may
+be s), db = sum_r g[r] s[r] and q = sum_r g[r] s[r]^2, in double over a fixed partition of the rows.)doc");
 
   m.def("vec_math_eval", &vec_math_eval, py::arg("name"), py::arg("in_ptr"), py::arg("out_ptr"), py::arg("n"),
         R"doc(out[i] = f(in[i]) for n contiguous float32 values, f one of csrc/cpu/vec_math.h's float32 helpers

@@ -186,11 +186,9 @@ void elbo_reduction_backward(const sc::ElboBackwardArgs& args, const std::string
   sc::elbo_reduction_backward(args, kind, stream);
 }
 
-void bernoulli_loglik_linear_forward(const sc::BernoulliLinearForwardArgs& args, const std::string& precision,
-                                     const std::string& dtype, std::uintptr_t stream) {
-  const Checks check(kModule, "bernoulli_loglik_linear_forward");
-  const sc::ScalarType kind = parse_scalar_type(check, dtype);
-  const sc::MatmulPrecision matmul = parse_precision(check, precision);
+// What the launchers of both likelihoods (the same tile kernels) check: sizes, the row layout and the
+// arrays every call reads or writes (bias and s may be null: none, not stored).
+void check_linear_loglik(const Checks& check, const sc::LinearLoglikForwardArgs& args) {
   check_sizes(check, {{"M", args.M}, {"D", args.D}, {"H", args.H}, {"C", args.C}, {"n_l", args.n_l}});
   check_labelled(check, args.n_l, "M", args.M);
   const int64_t d_tiles = (args.D + sc::kBernoulliBlockD - 1) / sc::kBernoulliBlockD;
@@ -200,7 +198,37 @@ void bernoulli_loglik_linear_forward(const sc::BernoulliLinearForwardArgs& args,
   check.pointer("x", args.x, x_rows * args.D);
   check.pointer("ll_partial", args.ll_partial, d_tiles * args.M);
   check.pointer("ll", args.ll, args.M);
-  sc::bernoulli_loglik_linear_forward(args, kind, matmul, stream);  // bias and s may be null (none, not stored)
+}
+
+void bernoulli_loglik_linear_forward(const sc::BernoulliLinearForwardArgs& args, const std::string& precision,
+                                     const std::string& dtype, std::uintptr_t stream) {
+  const Checks check(kModule, "bernoulli_loglik_linear_forward");
+  const sc::ScalarType kind = parse_scalar_type(check, dtype);
+  const sc::MatmulPrecision matmul = parse_precision(check, precision);
+  check_linear_loglik(check, args);
+  sc::bernoulli_loglik_linear_forward(args, kind, matmul, stream);  // precision_vec unused
+}
+
+void gaussian_loglik_linear_forward(const sc::GaussianLinearForwardArgs& args, const std::string& precision,
+                                    const std::string& dtype, std::uintptr_t stream) {
+  const Checks check(kModule, "gaussian_loglik_linear_forward");
+  const sc::ScalarType kind = parse_scalar_type(check, dtype);
+  const sc::MatmulPrecision matmul = parse_precision(check, precision);
+  check_linear_loglik(check, args);
+  check.pointer("precision_vec", args.precision_vec, args.M > 0 ? args.D : 0);  // read only where M * D > 0
+  sc::gaussian_loglik_linear_forward(args, kind, matmul, stream);
+}
+
+// The keyword arguments of both likelihoods' launchers (the Gaussian's add precision_vec_ptr).
+auto linear_loglik_fields() {
+  using A = sc::LinearLoglikForwardArgs;
+  return std::make_tuple(field("h_ptr", &A::h), field("weight_ptr", &A::weight), field("bias_ptr", &A::bias),
+                         field("x_ptr", &A::x), field("s_ptr", &A::s), field("ll_partial_ptr", &A::ll_partial),
+                         field("ll_ptr", &A::ll), field("M", &A::M), field("D", &A::D), field("H", &A::H),
+                         field("C", &A::C), field("n_l", &A::n_l), field("stride_hm", &A::stride_hm),
+                         field("stride_hk", &A::stride_hk), field("stride_wd", &A::stride_wd),
+                         field("stride_wk", &A::stride_wk), field("stride_b", &A::stride_b),
+                         field("stride_xn", &A::stride_xn), field("stride_xd", &A::stride_xd));
 }
 
 }  // namespace
@@ -214,6 +242,7 @@ PYBIND11_MODULE(_C_cuda, m) {
   // ---- the `cuda` backend's ops (launched from ssvae_fast/cuda/<op>.py) --------------------------------
   m.attr("BERNOULLI_BLOCK_M") = sc::kBernoulliBlockM;
   m.attr("BERNOULLI_BLOCK_D") = sc::kBernoulliBlockD;
+  m.attr("GAUSSIAN_BLOCK_D") = sc::kGaussianBlockD;
   m.attr("CLASS_CONDITIONAL_BACKWARD_ROWS") = sc::kClassConditionalBackwardRows;
 
   {
@@ -309,23 +338,24 @@ and sum_c q_c (kl_c - ll_c + log C + log q_c). One warp per row; log-softmax in 
 contiguous, in one kernel (one warp per row).)doc");
   }
 
-  {
-    using A = sc::BernoulliLinearForwardArgs;
-    def_launcher(m, "bernoulli_loglik_linear_forward", &bernoulli_loglik_linear_forward,
-                 std::make_tuple(field("h_ptr", &A::h), field("weight_ptr", &A::weight), field("bias_ptr", &A::bias),
-                                 field("x_ptr", &A::x), field("s_ptr", &A::s),
-                                 field("ll_partial_ptr", &A::ll_partial), field("ll_ptr", &A::ll), field("M", &A::M),
-                                 field("D", &A::D), field("H", &A::H), field("C", &A::C), field("n_l", &A::n_l),
-                                 field("stride_hm", &A::stride_hm), field("stride_hk", &A::stride_hk),
-                                 field("stride_wd", &A::stride_wd), field("stride_wk", &A::stride_wk),
-                                 field("stride_b", &A::stride_b), field("stride_xn", &A::stride_xn),
-                                 field("stride_xd", &A::stride_xd)),
-                 {"precision", "dtype", "stream"},
-                 R"doc(ll[m] = sum_d x[e(m), d] l[m, d] - softplus(l[m, d]) with l = h W^T + b, h (M, H), W (D, H), b (D,)
+  def_launcher(m, "bernoulli_loglik_linear_forward", &bernoulli_loglik_linear_forward, linear_loglik_fields(),
+               {"precision", "dtype", "stream"},
+               R"doc(ll[m] = sum_d x[e(m), d] l[m, d] - softplus(l[m, d]) with l = h W^T + b, h (M, H), W (D, H), b (D,)
 (bias_ptr 0: none), x (N, D), any strides; ll (M,) contiguous. Rows labelled first: e(m) = m for m < n_l,
 n_l + (m - n_l) / C after (M = n_l + (N - n_l) * C; C >= 1 when M > n_l; n_l = 0: every class, x (M / C, D)).
 s_ptr != 0 also writes s = x - sigmoid(l), (M, D) contiguous. ll_partial: (ceil(D / BERNOULLI_BLOCK_D), M) workspace in the compute dtype. precision
 "tf32" (tensor cores: TF32 for float32, native bfloat16/float16) or "ieee" (exact FMAs); float64 always
 "ieee". The logits never reach device memory. Deterministic.)doc");
+
+  {
+    using A = sc::GaussianLinearForwardArgs;
+    def_launcher(m, "gaussian_loglik_linear_forward", &gaussian_loglik_linear_forward,
+                 std::tuple_cat(linear_loglik_fields(), std::make_tuple(field("precision_vec_ptr", &A::precision_vec))),
+                 {"precision", "dtype", "stream"},
+                 R"doc(ll[m] = -0.5 sum_d p[d] (x[e(m), d] - mu[m, d])^2 with mu = h W^T + b and p = precision_vec (D,),
+contiguous in the compute dtype (exp(-logvar)); the other arguments and the row layout as for
+bernoulli_loglik_linear_forward (ll_partial: (ceil(D / GAUSSIAN_BLOCK_D), M)). The caller adds the rest of the
+log-likelihood, -0.5 (sum_d logvar[d] + D log 2 pi). s_ptr != 0 also writes s = p (x - mu), (M, D) contiguous.
+The means never reach device memory. Deterministic.)doc");
   }
 }

@@ -28,20 +28,24 @@ class BackendUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class BackendOps:
-    """The four ops `ssvae_fast.objective.per_example_losses` is assembled from (ssvae_fast/ops/<op>.py)."""
+    """The ops `ssvae_fast.objective.per_example_losses` is assembled from (ssvae_fast/ops/<op>.py): one
+    log-likelihood op per likelihood."""
 
     name: str
     class_conditional_activation: Callable
     gaussian_reparam_kl: Callable
     bernoulli_loglik_linear: Callable
+    gaussian_loglik_linear: Callable
     elbo_reduction: Callable
 
 
 def _make_ops(name: str) -> BackendOps:
-    """Backend `name`'s four ops: each op module's entry point with the backend bound."""
-    from .ops import bernoulli_loglik_linear, class_conditional_activation, elbo_reduction, gaussian_reparam_kl
+    """Backend `name`'s ops: each op module's entry point with the backend bound."""
+    from .ops import (bernoulli_loglik_linear, class_conditional_activation, elbo_reduction, gaussian_loglik_linear,
+                      gaussian_reparam_kl)
 
-    modules = (class_conditional_activation, gaussian_reparam_kl, bernoulli_loglik_linear, elbo_reduction)
+    modules = (class_conditional_activation, gaussian_reparam_kl, bernoulli_loglik_linear, gaussian_loglik_linear,
+               elbo_reduction)
     if name != "torch":
         for module in modules:  # import the kernels and register the custom ops now, not inside a trace
             module.IMPLEMENTATIONS[name]

@@ -52,6 +52,14 @@ def bernoulli_loglik(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (x * logits - softplus(logits)).sum(-1)
 
 
+def gaussian_loglik(mean: torch.Tensor, logvar: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum_d log N(x_d; mean_d, exp(logvar_d)) over the last dimension; mean, logvar and x broadcast."""
+    return -0.5 * ((x - mean).square() * torch.exp(-logvar) + logvar + math.log(2.0 * math.pi)).sum(-1)
+
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) = 0.5 * sum_k [mu^2 + exp(logvar) - 1 - logvar], last dim."""
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)

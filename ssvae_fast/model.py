@@ -10,7 +10,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from . import backends, objective, reference, validation
-from .functional import ACTIVATIONS
+from .functional import ACTIVATIONS, LIKELIHOODS
 from .networks import Classifier, Decoder, Encoder
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -22,16 +22,18 @@ def _sizes(sizes: Optional[Sequence[int]]) -> Optional[list]:
 
 
 class M2(nn.Module):
-    """M2: classifier q(y|x), encoder q(z|x,y), Bernoulli decoder p(x|y,z), priors N(0, I) and uniform.
+    """M2: classifier q(y|x), encoder q(z|x,y), decoder p(x|y,z), priors N(0, I) and uniform.
 
     Args:
-        x_dim: D, the number of pixels (inputs in [0, 1]).
+        x_dim: D, the number of pixels (inputs in [0, 1]) or features.
         n_classes: C.
         z_dim: the latent size.
         hidden: hidden layer sizes of all three networks (each needs at least one for the encoder
             and the decoder); `classifier_hidden`, `encoder_hidden`, `decoder_hidden` override it per
             network.
         activation: "softplus" (default) or "relu".
+        likelihood: "bernoulli" (default; inputs in [0, 1]) or "gaussian" (any finite inputs, e.g. M1's
+            features in M1+M2; a learned per-dimension log-variance `decoder.logvar`).
         backend: "auto", "reference", "torch", "triton", "cuda" or "cpu" (see
             `ssvae_fast.available_backends()`); checked when the loss first runs on a device.
 
@@ -53,9 +55,11 @@ class M2(nn.Module):
         classifier_hidden: Optional[Sequence[int]] = None,
         encoder_hidden: Optional[Sequence[int]] = None,
         decoder_hidden: Optional[Sequence[int]] = None,
+        likelihood: str = "bernoulli",
     ):
         super().__init__()
         where = "M2"
+        validation.choice(where, "likelihood", likelihood, LIKELIHOODS)
         x_dim = validation.positive_int(where, "x_dim", x_dim)
         n_classes = validation.positive_int(where, "n_classes", n_classes, minimum=2)
         z_dim = validation.positive_int(where, "z_dim", z_dim)
@@ -75,11 +79,12 @@ class M2(nn.Module):
         self.activation = activation
         self.classifier = Classifier(x_dim, n_classes, classifier_sizes, activation)
         self.encoder = Encoder(x_dim, n_classes, z_dim, encoder_sizes, activation)
-        self.decoder = Decoder(x_dim, n_classes, z_dim, decoder_sizes, activation)
+        self.decoder = Decoder(x_dim, n_classes, z_dim, decoder_sizes, activation, likelihood)
+        self.likelihood = likelihood
         self._config = dict(
             x_dim=x_dim, n_classes=n_classes, z_dim=z_dim, hidden=_sizes(hidden),
             activation=activation, classifier_hidden=_sizes(classifier_hidden),
-            encoder_hidden=_sizes(encoder_hidden), decoder_hidden=_sizes(decoder_hidden),
+            encoder_hidden=_sizes(encoder_hidden), decoder_hidden=_sizes(decoder_hidden), likelihood=likelihood,
         )
 
     @property
@@ -139,6 +144,8 @@ class M2(nn.Module):
         reduction: str = "mean",
         generator: Optional[torch.Generator] = None,
         chunk_size: Optional[int] = None,
+        kl_weight: float = 1.0,
+        n_samples: int = 1,
     ) -> torch.Tensor:
         """Minus the M2 objective (docs/design.md section 1).
 
@@ -157,6 +164,10 @@ class M2(nn.Module):
                 computed at a time: each chunk's activations are recomputed in the backward
                 (activation checkpointing), so memory is bounded by one chunk's, for the same result up
                 to float summation order.
+            kl_weight: the weight of every KL term (1: the objective; below 1 during a KL warm-up).
+            n_samples: K, Monte-Carlo samples of z per (x, y): each example counts K times with independent
+                noise and its loss is the mean of the K (noise given explicitly must then be for the K
+                copies: eps_l (K n_l, z_dim), eps_u (K n_u, C, z_dim), copy k of example i at row i K + k).
 
         Inputs, labels and noise must be on the parameters' device, floating inputs and noise in the
         parameters' dtype (any float dtype under torch.autocast). Raises TypeError or ValueError naming
@@ -165,14 +176,19 @@ class M2(nn.Module):
         where = "M2.loss"
         validation.choice(where, "reduction", reduction, REDUCTIONS)
         alpha = validation.alpha(where, alpha)
+        kl_weight = validation.alpha(where, kl_weight, name="kl_weight")
+        n_samples = validation.positive_int(where, "n_samples", n_samples)
         if chunk_size is not None:
             chunk_size = validation.positive_int(where, "chunk_size", chunk_size)
         if generator is not None and not isinstance(generator, torch.Generator):
             validation.fail(where, "generator", "a torch.Generator or None", validation.describe(generator),
                             TypeError)
-        x_l, y_l, x_u, eps_l, eps_u = self._prepare(x_l, y_l, x_u, eps_l, eps_u, generator)
+        x_l, y_l, x_u, eps_l, eps_u = self._prepare(x_l, y_l, x_u, eps_l, eps_u, generator, n_samples)
         name = self.resolved_backend(x_l.device)
-        args = (name, x_l, y_l, x_u, eps_l, eps_u, alpha, chunk_size)
+        if n_samples > 1:  # K copies of every example, each with its own noise
+            K = n_samples
+            x_l, y_l, x_u = x_l.repeat_interleave(K, 0), y_l.repeat_interleave(K), x_u.repeat_interleave(K, 0)
+        args = (name, x_l, y_l, x_u, eps_l, eps_u, alpha, chunk_size, kl_weight)
         if validation.tracing():  # torch.compile / CUDA graph capture: nothing data-dependent, no handlers
             losses = self._per_example_losses(*args)
         else:
@@ -182,20 +198,25 @@ class M2(nn.Module):
                 if validation.is_out_of_memory(exc):
                     raise validation.out_of_memory(exc, self._memory_advice(x_l, x_u, chunk_size)) from exc
                 raise
+        if n_samples > 1:  # (K n_l + K n_u,) -> the mean over the copies, labelled first
+            n_l, n_u = x_l.shape[0] // n_samples, x_u.shape[0] // n_samples
+            lab = losses[: n_l * n_samples].view(n_l, n_samples).mean(1)
+            losses = torch.cat([lab, losses[n_l * n_samples:].view(n_u, n_samples).mean(1)])
         if reduction == "none":
             return losses
         total = losses.sum()
         return total if reduction == "sum" else total / losses.shape[0]
 
-    def _per_example_losses(self, name, x_l, y_l, x_u, eps_l, eps_u, alpha, chunk_size) -> torch.Tensor:
+    def _per_example_losses(self, name, x_l, y_l, x_u, eps_l, eps_u, alpha, chunk_size, kl_weight) -> torch.Tensor:
         """(n_l + n_u,) losses, labelled first; with chunk_size, chunk_size examples at a time, each chunk
         checkpointed when a gradient is needed (its activations recomputed in the backward)."""
 
         def compute(x_l, y_l, x_u, eps_l, eps_u):
             if name == "reference":
-                return reference.per_example_losses(self, x_l, y_l, x_u, eps_l, eps_u, alpha)
+                return reference.per_example_losses(self, x_l, y_l, x_u, eps_l, eps_u, alpha, kl_weight)
             weights = self.objective_weights()
-            return objective.per_example_losses(backends.get_ops(name), weights, x_l, y_l, x_u, eps_l, eps_u, alpha)
+            return objective.per_example_losses(backends.get_ops(name), weights, x_l, y_l, x_u, eps_l, eps_u, alpha,
+                                                kl_weight)
 
         def losses(*inputs):
             if validation.tracing():
@@ -251,9 +272,10 @@ class M2(nn.Module):
             dec_activation=dec.activation,
             out_weight=dec.output.weight,
             out_bias=dec.output.bias,
+            out_logvar=dec.logvar if self.likelihood == "gaussian" else None,
         )
 
-    def _prepare(self, x_l, y_l, x_u, eps_l, eps_u, generator):
+    def _prepare(self, x_l, y_l, x_u, eps_l, eps_u, generator, n_samples: int = 1):
         """Check types, shapes, dtypes, devices and (when on) values; turn None parts into empty tensors;
         draw missing noise."""
         where = "M2.loss"
@@ -310,15 +332,22 @@ class M2(nn.Module):
                                 validation.describe(eps), TypeError)
             return eps.to(dtype)
 
-        eps_l = noise(eps_l, (n_l, Z), "eps_l", "n_l, z_dim: one draw per labelled example")
-        eps_u = noise(eps_u, (n_u, C, Z), "eps_u", "n_u, C, z_dim: one draw per unlabelled example and class")
+        K = n_samples
+        eps_l = noise(eps_l, (K * n_l, Z), "eps_l", "K n_l, z_dim: one draw per labelled example and sample")
+        eps_u = noise(eps_u, (K * n_u, C, Z), "eps_u",
+                      "K n_u, C, z_dim: one draw per unlabelled example, class and sample")
+        inputs_check = self._inputs_check()
         validation.check_values(
             where,
-            (validation.unit_interval, "x_l", x_l),
-            (validation.unit_interval, "x_u", x_u),
+            (inputs_check, "x_l", x_l),
+            (inputs_check, "x_u", x_u),
             (validation.class_indices, "y_l", y_l, C),
         )
         return x_l, y_l, x_u, eps_l, eps_u
+
+    def _inputs_check(self):
+        """The value check of the inputs: in [0, 1] for the Bernoulli likelihood, finite for the Gaussian."""
+        return validation.unit_interval if self.likelihood == "bernoulli" else validation.finite
 
     # ------------------------------------------------------------------ inference
 
@@ -332,12 +361,12 @@ class M2(nn.Module):
         validation.floating(where, "x", x)
         validation.on_device(where, "x", x, weight.device)
         validation.same_dtype(where, "x", x, weight.dtype, "the model's parameters")
-        validation.check_values(where, (validation.unit_interval, "x", x))
+        validation.check_values(where, (self._inputs_check(), "x", x))
         return x
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, D) in [0, 1] -> int64 labels (B,), argmax of q(y|x)."""
+        """x: (B, D) (in [0, 1] for the Bernoulli likelihood) -> int64 labels (B,), argmax of q(y|x)."""
         return self.classifier(self._images(x, "M2.predict")).argmax(dim=-1)
 
     def _class_vector(self, y, where: str) -> tuple:
@@ -369,8 +398,8 @@ class M2(nn.Module):
         """Images from p(x|y, z), z ~ N(0, I) unless given.
 
         y: (B,) int64 labels in [0, C) or (B, C) float class vectors (moved to the model's device);
-        z: (B, z_dim) on the model's device in its dtype, or None. Returns (B, D): the Bernoulli means
-        sigmoid(logits) when `mean`, else binary samples.
+        z: (B, z_dim) on the model's device in its dtype, or None. Returns (B, D): the means of p(x|y, z)
+        (sigmoid(logits), or the Gaussian means) when `mean`, else samples of it.
         """
         where = "M2.sample"
         weight = self.decoder.output.weight
@@ -391,14 +420,14 @@ class M2(nn.Module):
         validation.check_values(where, y_check, (validation.finite, "z", z))
         if y.dim() == 1:
             y = F.one_hot(y, self.n_classes).to(weight.dtype)
-        probs = torch.sigmoid(self.decoder(z, y))
-        return probs if mean else torch.bernoulli(probs, generator=generator)
+        out = self.decoder(z, y)
+        return self.decoder.mean(out) if mean else self.decoder.draw(out, generator)
 
     @torch.no_grad()
     def style_transfer(self, x: torch.Tensor) -> torch.Tensor:
         """Encode x under its predicted class (z = mu) and decode it under every class.
 
-        x: (B, D) in [0, 1] -> (B, C, D) Bernoulli means: the same style, each digit class.
+        x: (B, D) -> (B, C, D) means of p(x|y, z): the same style, each class.
         """
         x = self._images(x, "M2.style_transfer")
         y = F.one_hot(self.classifier(x).argmax(dim=-1), self.n_classes).to(x.dtype)
@@ -406,4 +435,4 @@ class M2(nn.Module):
         B, C = x.shape[0], self.n_classes
         z = mu.repeat_interleave(C, dim=0)
         y_all = torch.eye(C, dtype=x.dtype, device=x.device).repeat(B, 1)
-        return torch.sigmoid(self.decoder(z, y_all)).view(B, C, self.x_dim)
+        return self.decoder.mean(self.decoder(z, y_all)).view(B, C, self.x_dim)

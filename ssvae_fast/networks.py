@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .functional import activation_fn
+from .functional import activation_fn, bernoulli_loglik, gaussian_loglik
 
 
 def _check_hidden(hidden: Sequence[int], name: str, allow_empty: bool) -> tuple[int, ...]:
@@ -84,17 +84,42 @@ class Encoder(_MLPBody):
 
 
 class Decoder(_MLPBody):
-    """p(x|y,z) = Bernoulli(sigmoid(logits_x)).
+    """p(x|y,z) = Bernoulli(sigmoid(out)) or, with likelihood "gaussian", N(out, diag(exp(logvar))) with a
+    learned per-dimension log-variance `logvar` (x_dim,), initialized to 0.
 
-    forward(z (B, z_dim), y (B, n_classes)) -> logits_x (B, x_dim). `input` acts on [z, y]
-    (weight columns: z_dim of z, then n_classes of y); `output` is the last linear layer.
+    forward(z (B, z_dim), y (B, n_classes)) -> out (B, x_dim): the Bernoulli logits or the Gaussian means.
+    `input` acts on [z, y] (weight columns: z_dim of z, then n_classes of y; n_classes may be 0, for M1);
+    `output` is the last linear layer.
     """
 
-    def __init__(self, x_dim: int, n_classes: int, z_dim: int, hidden: Sequence[int], activation: str):
+    def __init__(self, x_dim: int, n_classes: int, z_dim: int, hidden: Sequence[int], activation: str,
+                 likelihood: str = "bernoulli"):
         hidden = _check_hidden(hidden, "decoder", allow_empty=False)
         super().__init__(z_dim + n_classes, hidden, activation)
         self.x_dim, self.n_classes, self.z_dim = x_dim, n_classes, z_dim
+        self.likelihood = likelihood
         self.output = nn.Linear(hidden[-1], x_dim)
+        if likelihood == "gaussian":
+            self.logvar = nn.Parameter(torch.zeros(x_dim))
+        elif likelihood != "bernoulli":
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose 'bernoulli' or 'gaussian'")
+
+    def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x | out) summed over the last dimension (out: this decoder's output)."""
+        if self.likelihood == "gaussian":
+            return gaussian_loglik(out, self.logvar, x)
+        return bernoulli_loglik(out, x)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        """E[x | out]: sigmoid(logits) or the Gaussian mean."""
+        return out if self.likelihood == "gaussian" else torch.sigmoid(out)
+
+    def draw(self, out: torch.Tensor, generator=None) -> torch.Tensor:
+        """A sample of p(x | out)."""
+        if self.likelihood == "gaussian":
+            noise = torch.randn(out.shape, dtype=out.dtype, device=out.device, generator=generator)
+            return out + torch.exp(0.5 * self.logvar) * noise
+        return torch.bernoulli(torch.sigmoid(out), generator=generator)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self._act(self.input(torch.cat([z, y.to(z.dtype)], dim=-1)))

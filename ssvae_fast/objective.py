@@ -8,7 +8,7 @@ arithmetic is the reference's, reorganized:
 1. one-hot factorization: the encoder's first layer is `W_x x + b` once per example plus a class
    column `W_y[:, c]`; the decoder's first layer is `W_z z + b` plus the class column of its row;
 2. shared x: the C unlabelled rows of an example are scored against the same x;
-3. the decoder's last layer and the Bernoulli log-likelihood form one op;
+3. the decoder's last layer and the log-likelihood (Bernoulli, or Gaussian) form one op;
 4. reparameterization and KL form one op; 5. the ELBO reduction is one op.
 
 Labelled examples (one class each, n_l rows) and unlabelled ones (every class, n_u * C rows) go through
@@ -39,6 +39,7 @@ class ObjectiveWeights:
     dec_input (H_d, Z), dec_columns (H_d, C): the decoder's first layer, likewise
     dec_hidden: the decoder's hidden layers after the first
     out_weight (D, H_d), out_bias (D,) or None: the decoder's output layer
+    out_logvar (D,) or None: the Gaussian likelihood's log-variance (None: the Bernoulli likelihood)
     enc_activation, dec_activation: the first layers' activations ("softplus" or "relu")
     """
 
@@ -53,9 +54,11 @@ class ObjectiveWeights:
     dec_activation: str
     out_weight: Tensor
     out_bias: Tensor | None
+    out_logvar: Tensor | None = None
 
 
-def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps_u, alpha: float) -> Tensor:
+def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps_u, alpha: float,
+                       kl_weight: float = 1.0) -> Tensor:
     """Per-example losses (n_l + n_u,), labelled first; same contract as `reference.per_example_losses`."""
     w = weights
     n_l, n_u = x_l.shape[0], x_u.shape[0]
@@ -74,7 +77,23 @@ def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps
     classes = torch.arange(n_classes, device=x_all.device).repeat(n_u)
     classes = torch.cat([y_l, classes]) if n_l else classes
     h_dec = ops.class_conditional_activation(z @ w.dec_input.t(), w.dec_columns, classes, w.dec_activation)
-    ll = ops.bernoulli_loglik_linear(w.dec_hidden(h_dec), w.out_weight, w.out_bias, x_all, n_l)
+    ll = log_likelihood(ops, w, w.dec_hidden(h_dec), x_all, n_l)
+    if kl_weight != 1.0:  # KL warm-up: the KL term weighted, every backend's reduction unchanged
+        kl = kl * kl_weight
     ll_l, ll_u = ll[:n_l], ll[n_l:].view(n_u, n_classes)
     kl_l, kl_u = kl[:n_l], kl[n_l:].view(n_u, n_classes)
     return ops.elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha)
+
+
+def log_likelihood(ops, w: ObjectiveWeights, h: Tensor, x: Tensor, n_labelled: int) -> Tensor:
+    """The decoder's output layer and its log-likelihood on rows h (`output_log_likelihood`)."""
+    return output_log_likelihood(ops, w.out_weight, w.out_bias, w.out_logvar, h, x, n_labelled)
+
+
+def output_log_likelihood(ops, weight: Tensor, bias, logvar, h: Tensor, x: Tensor, n_labelled: int = 0) -> Tensor:
+    """A decoder's output layer (weight, bias) and its log-likelihood as one fused op: Bernoulli, or Gaussian
+    with the per-dimension log-variance `logvar` when it is not None. h: rows in the ops' layouts ((N, C, H)
+    every class, or (M, H) rows with n_labelled examples first)."""
+    if logvar is None:
+        return ops.bernoulli_loglik_linear(h, weight, bias, x, n_labelled)
+    return ops.gaussian_loglik_linear(h, weight, bias, logvar, x, n_labelled)

@@ -17,35 +17,41 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .functional import bernoulli_loglik, gaussian_kl, log_n_classes
+from .functional import bernoulli_loglik, gaussian_kl, gaussian_loglik, log_n_classes
 
 
-def negative_elbo(model, x: torch.Tensor, y_onehot: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """L(x, y) = -log p(x|y,z) + KL(q(z|x,y) || p(z)) - log p(y), one row per (x, y) pair.
+def negative_elbo(model, x: torch.Tensor, y_onehot: torch.Tensor, eps: torch.Tensor, kl_weight: float = 1.0):
+    """L(x, y) = -log p(x|y,z) + KL(q(z|x,y) || p(z)) - log p(y), one row per (x, y) pair (the KL times
+    kl_weight during a warm-up). log p(x|y,z) is the decoder's likelihood: Bernoulli, or Gaussian with its
+    learned log-variance.
 
     x: (N, D), y_onehot: (N, C) float, eps: (N, z_dim) -> (N,)
     """
     mu, logvar = model.encoder(x, y_onehot)
     z = mu + torch.exp(0.5 * logvar) * eps
-    logits_x = model.decoder(z, y_onehot)
-    return -bernoulli_loglik(logits_x, x) + gaussian_kl(mu, logvar) + log_n_classes(y_onehot.shape[-1])
+    out = model.decoder(z, y_onehot)
+    if model.decoder.likelihood == "gaussian":
+        ll = gaussian_loglik(out, model.decoder.logvar, x)
+    else:
+        ll = bernoulli_loglik(out, x)
+    return -ll + kl_weight * gaussian_kl(mu, logvar) + log_n_classes(y_onehot.shape[-1])
 
 
-def labelled_losses(model, x_l, y_l, eps_l, alpha: float) -> torch.Tensor:
+def labelled_losses(model, x_l, y_l, eps_l, alpha: float, kl_weight: float = 1.0) -> torch.Tensor:
     """l_lab(x, y) = L(x, y) - alpha * log q(y|x). x_l (n_l, D), y_l (n_l,) int64, eps_l (n_l, Z)."""
     n_classes = model.n_classes
     y_onehot = F.one_hot(y_l, n_classes).to(x_l.dtype)
     log_q = torch.log_softmax(model.classifier(x_l), dim=-1)
     log_q_y = (log_q * y_onehot).sum(-1)
-    return negative_elbo(model, x_l, y_onehot, eps_l) - alpha * log_q_y
+    return negative_elbo(model, x_l, y_onehot, eps_l, kl_weight) - alpha * log_q_y
 
 
-def unlabelled_losses(model, x_u, eps_u) -> torch.Tensor:
+def unlabelled_losses(model, x_u, eps_u, kl_weight: float = 1.0) -> torch.Tensor:
     """l_unl(x) = sum_c q(c|x) L(x, c) + sum_c q(c|x) log q(c|x). x_u (n_u, D), eps_u (n_u, C, Z)."""
     n_u, n_classes = x_u.shape[0], model.n_classes
     x_rep = x_u.repeat_interleave(n_classes, dim=0)  # (n_u*C, D): x_0 C times, then x_1, ...
     y_rep = torch.eye(n_classes, dtype=x_u.dtype, device=x_u.device).repeat(n_u, 1)  # (n_u*C, C)
-    neg_elbo = negative_elbo(model, x_rep, y_rep, eps_u.reshape(n_u * n_classes, eps_u.shape[-1]))
+    neg_elbo = negative_elbo(model, x_rep, y_rep, eps_u.reshape(n_u * n_classes, eps_u.shape[-1]), kl_weight)
     neg_elbo = neg_elbo.view(n_u, n_classes)
     logits_y = model.classifier(x_u)
     q = torch.softmax(logits_y, dim=-1)
@@ -53,8 +59,8 @@ def unlabelled_losses(model, x_u, eps_u) -> torch.Tensor:
     return (q * neg_elbo).sum(-1) + (q * log_q).sum(-1)
 
 
-def per_example_losses(model, x_l, y_l, x_u, eps_l, eps_u, alpha: float) -> torch.Tensor:
+def per_example_losses(model, x_l, y_l, x_u, eps_l, eps_u, alpha: float, kl_weight: float = 1.0) -> torch.Tensor:
     """Labelled losses first, then unlabelled ones: (n_l + n_u,). Empty parts are (0, ...) tensors."""
     return torch.cat(
-        [labelled_losses(model, x_l, y_l, eps_l, alpha), unlabelled_losses(model, x_u, eps_u)]
+        [labelled_losses(model, x_l, y_l, eps_l, alpha, kl_weight), unlabelled_losses(model, x_u, eps_u, kl_weight)]
     )

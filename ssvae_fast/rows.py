@@ -67,3 +67,22 @@ def bernoulli_linear_dx(grad_ll, h, weight, bias, n_labelled: int, n_classes: in
     if bias is not None:
         dx = dx + per_example_sum(g, n_l, n_classes, n_examples)[:, None] * bias
     return dx
+
+
+def gaussian_linear_vjp_from_s(s, grad_ll, h, weight, bias, logvar, n_labelled: int, n_classes: int, n_examples,
+                               needs: tuple):
+    """(dh (M, H), dW (D, H), db (D,), dlogvar (D,), dx (N, D)) of `gaussian_loglik_linear` as torch GEMMs,
+    from s = exp(-logvar) (x - mu) (M, D) kept by a fused forward; each gradient whose entry of `needs`
+    (need_h, need_weight, need_bias, need_logvar, need_x) is False is an empty tensor."""
+    g = grad_ll.reshape(-1)
+    empty = lambda: h.new_empty((0,))  # noqa: E731
+    need_h, need_weight, need_bias, need_logvar, need_x = needs
+    dh = (s @ weight) * g[:, None] if need_h else empty()
+    dweight = s.t() @ (h * g[:, None]) if need_weight else empty()
+    dbias = s.t() @ g if need_bias and bias is not None else empty()
+    if need_logvar:  # exp(-v) (x - mu)^2 = exp(v) s^2
+        dlogvar = 0.5 * torch.exp(logvar) * (s.square().t() @ g) - 0.5 * g.sum()
+    else:
+        dlogvar = empty()
+    dx = -per_example_sum(s * g[:, None], n_labelled, n_classes, n_examples) if need_x else empty()
+    return dh, dweight, dbias, dlogvar, dx

@@ -155,18 +155,18 @@ def choice(where, name: str, value, choices: tuple) -> str:
     return value
 
 
-def alpha(where, value) -> float:
-    """The classification weight: a real number (or a one-element tensor), finite and >= 0. Needs no device
-    synchronization for a Python number, so it is always checked."""
+def alpha(where, value, name: str = "alpha") -> float:
+    """A loss weight (alpha, the classification weight, by default): a real number (or a one-element tensor),
+    finite and >= 0. Needs no device synchronization for a Python number, so it is always checked."""
     if isinstance(value, Tensor):
         if value.numel() != 1 or value.dtype == torch.bool or value.is_complex():
-            fail(where, "alpha", "a finite number >= 0", describe(value), TypeError)
+            fail(where, name, "a finite number >= 0", describe(value), TypeError)
         value = float(value)
     elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-        fail(where, "alpha", "a finite number >= 0", describe(value), TypeError)
+        fail(where, name, "a finite number >= 0", describe(value), TypeError)
     value = float(value)
     if not math.isfinite(value) or value < 0:
-        fail(where, "alpha", "a finite number >= 0", repr(value))
+        fail(where, name, "a finite number >= 0", repr(value))
     return value
 
 

@@ -63,6 +63,7 @@ def check_backend(
     activation: str = "softplus",
     device: str | None = None,
     check_float64: bool = True,
+    likelihood: str = "bernoulli",
 ):
     """Assert that `backend` agrees with the reference for one configuration (see module docstring).
 
@@ -73,7 +74,7 @@ def check_backend(
         device = "cuda" if backend == "cuda" or (backend == "triton" and gpu) else "cpu"
     n_l, n_u = split_batch(B, mix)
     model64 = make_model(D, C, Z, H, activation=activation, dtype=torch.float64, hidden_layers=hidden_layers,
-                         device=device)
+                         device=device, likelihood=likelihood)
     batch64 = make_batch(model64, n_l, n_u, dtype=torch.float64, seed=B * 100 + C, device=device)
     ref64 = run(model64, "reference", batch64)
     model_lo = cast_model(model64, dtype)

@@ -10,11 +10,13 @@ import torch
 from ssvae_fast import M2
 
 
-def make_model(D, C, Z, H, *, activation="softplus", dtype=torch.float32, hidden_layers=1, seed=0, device="cpu"):
+def make_model(D, C, Z, H, *, activation="softplus", dtype=torch.float32, hidden_layers=1, seed=0, device="cpu",
+               likelihood="bernoulli"):
     """An M2 with `hidden_layers` hidden layers of size H in every network, weights perturbed so biases
-    and class columns are not near zero (gradients of every parameter are then exercised)."""
+    and class columns (and the Gaussian log-variance) are not near zero (gradients of every parameter are
+    then exercised)."""
     torch.manual_seed(seed)
-    model = M2(D, C, Z, hidden=(H,) * hidden_layers, activation=activation)
+    model = M2(D, C, Z, hidden=(H,) * hidden_layers, activation=activation, likelihood=likelihood)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))

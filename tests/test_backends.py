@@ -15,6 +15,7 @@ at model level.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 
@@ -39,7 +40,8 @@ from tests.op_checks import (COMPILED, GPU_BACKENDS, RECOMPUTE_BACKENDS, device_
 pytestmark = pytest.mark.usefixtures("exact_gemm")
 
 ALL = ("torch", *COMPILED)
-OP_NAMES = ("class_conditional_activation", "gaussian_reparam_kl", "bernoulli_loglik_linear", "elbo_reduction")
+OP_NAMES = ("class_conditional_activation", "gaussian_reparam_kl", "bernoulli_loglik_linear", "gaussian_loglik_linear",
+            "elbo_reduction")
 
 # Triton's interpreter is slow: fewer shapes (its larger batch is in test_larger_sizes).
 TRITON_SHAPES = [(1, 2), (7, 17), (1, 17), (7, 2)]
@@ -52,6 +54,13 @@ REFERENCE_CASES = per_backend(
 @pytest.mark.parametrize("backend,B,C,mix", REFERENCE_CASES)
 def test_matches_reference(backend, B, C, mix):
     check_backend(backend, B, C, mix)  # float32 under the rule, then float64
+
+
+@pytest.mark.parametrize("B,C,mix", [(7, 10, "mixed"), (1, 2, "unlabelled"), (7, 17, "labelled")])
+@pytest.mark.parametrize("backend", on_backends(*ALL))
+def test_gaussian_likelihood_matches_reference(backend, B, C, mix):
+    """M2 with the Gaussian likelihood (its log-variance a parameter): the whole objective and every gradient."""
+    check_backend(backend, B, C, mix, likelihood="gaussian")
 
 
 @pytest.mark.parametrize("activation", ["softplus", "relu"])
@@ -92,9 +101,7 @@ def test_equivalence_check_can_fail():
         return z.detach() + (z - z.detach()) * 0.99, kl  # right value, gradient 1% off
 
     for wrong in (wrong_kl, wrong_z):
-        backends._OPS_CACHE["torch"] = backends.BackendOps(
-            "torch", base.class_conditional_activation, wrong, base.bernoulli_loglik_linear, base.elbo_reduction
-        )
+        backends._OPS_CACHE["torch"] = dataclasses.replace(base, gaussian_reparam_kl=wrong)
         try:
             with pytest.raises(AssertionError):
                 check_backend("torch", 7, 10, "mixed")

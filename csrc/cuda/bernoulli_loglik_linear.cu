@@ -7,20 +7,28 @@
 //   ll[m]    = sum_d x[e(m), d] * l[m, d] - softplus(l[m, d])
 //   s[m, d]  = x[e(m), d] - sigmoid(l[m, d])                        (optional: the backward's dl = g * s)
 //
-//   bernoulli_linear_tc_kernel       64 x 64 output tile per block of 4 warps, tensor cores through
+// and, with the likelihood a template parameter of the same kernels (only the epilogue differs), the
+// Gaussian with per-dimension precisions p = exp(-logvar) (args.precision_vec, from the caller):
+//
+//   ll[m]    = -0.5 sum_d p[d] (x[e(m), d] - mu[m, d])^2,  mu = l   (the caller adds the row-independent
+//                                                                    -0.5 (sum_d logvar[d] + D log 2 pi))
+//   s[m, d]  = p[d] (x[e(m), d] - mu[m, d])                          (optional: the backward's only (M, D) input)
+//
+//   linear_loglik_tc_kernel          64 x 64 output tile per block of 4 warps, tensor cores through
 //                                    nvcuda::wmma (16x16x8 TF32 for float, 16x16x16 for bfloat16/half),
 //                                    fp32 accumulation; K (= H) in steps of 32, operands staged through
 //                                    shared memory (zero-padded at every edge), the next step's global
 //                                    loads issued before this step's MMAs
-//   bernoulli_linear_simt_kernel     the same tile with exact FMAs on the CUDA cores (256 threads, 4 x 4
+//   linear_loglik_simt_kernel        the same tile with exact FMAs on the CUDA cores (256 threads, 4 x 4
 //                                    outputs each): float ("ieee" precision), double, and 16-bit inputs
 //                                    in "ieee" precision (products in float)
-//   bernoulli_linear_row_sum_kernel  ll[m] = sum over the D tiles of the per-tile partial sums, in order
+//   linear_loglik_row_sum_kernel     ll[m] = sum over the D tiles of the per-tile partial sums, in order
 //
 // Epilogue (both tile kernels): the accumulators go to a shared-memory logits tile; each warp then takes
 // whole rows, its lanes the tile's columns, adds the bias, computes x * l - softplus(l) (stable:
-// max(l, 0) + log1p(exp(-|l|))) and s, and reduces the row over the tile's 64 columns with a fixed
-// shuffle tree; lane 0 writes ll_partial[d_tile, m]. No float atomics: bitwise deterministic.
+// max(l, 0) + log1p(exp(-|l|))) and s (Gaussian: p r^2 and s = p r, r = x - mu), and reduces the row over
+// the tile's 64 columns with a fixed shuffle tree (Gaussian: then times -0.5, exact); lane 0 writes
+// ll_partial[d_tile, m]. No float atomics: bitwise deterministic.
 //
 // Memory traffic saved (MNIST M2, N = 100, C = 10, D = 784, H = 500, fp32; arithmetic, not measured): the
 // plain-torch op writes the (M, D) = (1000, 784) logits (3.1 MB), reads them back for softplus, writes
@@ -28,7 +36,8 @@
 // per tile (L1/L2) and ll_partial (M * 13 floats, 52 KB) in; ll out; plus s (3.1 MB) when a gradient is
 // needed, which replaces the logits the plain-torch backward would keep and rescan.
 //
-// Backward (VJP) with g = dLoss/dll (M,), in ssvae_fast/cuda/bernoulli_loglik_linear.py (cuBLAS GEMMs on s):
+// Bernoulli backward (VJP) with g = dLoss/dll (M,), in ssvae_fast/cuda/bernoulli_loglik_linear.py (cuBLAS
+// GEMMs on s; the Gaussian's: ssvae_fast/cuda/gaussian_loglik_linear.py, ssvae_fast/rows.py):
 //   dl[m, d] = g[m] * s[m, d]
 //   dh       = dl W            = g[:, None] * (s W)                          (M, H)
 //   dW       = dl^T h          = s^T (g[:, None] * h)                        (D, H)
@@ -66,16 +75,35 @@ constexpr int kBlockD = kBernoulliBlockD;  // 64 pixels per block
 constexpr int kTileLd = kBlockD + 16;
 constexpr int kRowSumThreads = 256;
 
+// The likelihood scored by the tile kernels' epilogue (a template parameter: one instantiation each).
+enum class Likelihood { kBernoulli, kGaussian };
+
+// The names in this file's errors, per likelihood: the launcher and its kernels.
+struct LikelihoodNames {
+  const char* launcher;
+  const char* tc_kernel;
+  const char* simt_kernel;
+  const char* row_sum_kernel;
+};
+constexpr LikelihoodNames names_of(Likelihood lik) {
+  return lik == Likelihood::kBernoulli
+             ? LikelihoodNames{"bernoulli_loglik_linear_forward", "bernoulli_linear_tc_kernel",
+                               "bernoulli_linear_simt_kernel", "bernoulli_linear_row_sum_kernel"}
+             : LikelihoodNames{"gaussian_loglik_linear_forward", "gaussian_linear_tc_kernel",
+                               "gaussian_linear_simt_kernel", "gaussian_linear_row_sum_kernel"};
+}
+
 // ------------------------------------------------------------------------------------------------------
-// Epilogue shared by both tile kernels. `tile` holds the 64 x 64 logits without bias, row-major with
-// leading dimension kTileLd, written by every thread of the block before a __syncthreads.
+// Epilogue shared by both tile kernels. `tile` holds the 64 x 64 logits (means) without bias, row-major
+// with leading dimension kTileLd, written by every thread of the block before a __syncthreads.
 // ------------------------------------------------------------------------------------------------------
-template <int kThreads, typename scalar_t, typename acc_t>
-__device__ __forceinline__ void bernoulli_epilogue(const acc_t* tile, const BernoulliLinearForwardArgs& p,
-                                                   int64_t m0, int64_t d0) {
+template <Likelihood kLik, int kThreads, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void loglik_epilogue(const acc_t* tile, const LinearLoglikForwardArgs& p, int64_t m0,
+                                                int64_t d0) {
   constexpr int kWarps = kThreads / 32;
   const auto* x = static_cast<const scalar_t*>(p.x);
   const auto* bias = static_cast<const scalar_t*>(p.bias);
+  const auto* precision_vec = static_cast<const acc_t*>(p.precision_vec);  // Gaussian only
   auto* s = static_cast<scalar_t*>(p.s);
   auto* ll_partial = static_cast<acc_t*>(p.ll_partial);
   const int warp = threadIdx.x / 32;
@@ -95,11 +123,19 @@ __device__ __forceinline__ void bernoulli_epilogue(const acc_t* tile, const Bern
         acc_t l = tile[r * kTileLd + col];
         if (bias != nullptr) l += to_compute(bias[d * p.stride_b]);
         const acc_t x_d = to_compute(x_row[d * p.stride_xd]);
-        sum += x_d * l - stable_softplus(l);
-        if (s != nullptr) s[row * p.D + d] = from_compute<scalar_t>(x_d - stable_sigmoid(l));
+        if constexpr (kLik == Likelihood::kBernoulli) {
+          sum += x_d * l - stable_softplus(l);
+          if (s != nullptr) s[row * p.D + d] = from_compute<scalar_t>(x_d - stable_sigmoid(l));
+        } else {  // l is the mean: p r^2 = (p r) r, r = x - mu
+          const acc_t r = x_d - l;
+          const acc_t pr = precision_vec[d] * r;
+          sum += pr * r;
+          if (s != nullptr) s[row * p.D + d] = from_compute<scalar_t>(pr);
+        }
       }
     }
     sum = warp_allreduce_sum(sum);
+    if constexpr (kLik == Likelihood::kGaussian) sum *= acc_t(-0.5);  // exact: the row's -0.5 sum p r^2
     if (lane == 0) ll_partial[int64_t(blockIdx.y) * p.M + row] = sum;
   }
 }
@@ -123,7 +159,7 @@ __device__ __forceinline__ void load_operand(reg_t (&reg)[kLoads], const in_t* b
 // Both operands of the K step at k0 (load_operand): rows m0.. of h into a_reg, rows d0.. of W into b_reg.
 template <int kLoads, int kRowStep, typename in_t, typename reg_t>
 __device__ __forceinline__ void load_operands(reg_t (&a_reg)[kLoads], reg_t (&b_reg)[kLoads],
-                                              const BernoulliLinearForwardArgs& p, int64_t m0, int64_t d0, int64_t k0,
+                                              const LinearLoglikForwardArgs& p, int64_t m0, int64_t d0, int64_t k0,
                                               int r_first, int k_local) {
   load_operand<kLoads, kRowStep>(a_reg, static_cast<const in_t*>(p.h), p.M, m0, p.stride_hm, p.stride_hk, p.H, k0,
                                  r_first, k_local);
@@ -167,9 +203,9 @@ struct MmaTraits<__half> {
   __device__ __forceinline__ static smem_t to_smem(float v) { return __float2half_rn(v); }  // exact
 };
 
-template <typename in_t>
+template <Likelihood kLik, typename in_t>
 __global__ void __launch_bounds__(kTcThreads)
-bernoulli_linear_tc_kernel(const BernoulliLinearForwardArgs p) {  // sizes, strides, pointers: see the .h
+linear_loglik_tc_kernel(const LinearLoglikForwardArgs p) {  // sizes, strides, pointers: see the .h
   using Traits = MmaTraits<in_t>;
   using smem_t = typename Traits::smem_t;
   constexpr int kLd = Traits::kLd;
@@ -249,7 +285,7 @@ bernoulli_linear_tc_kernel(const BernoulliLinearForwardArgs p) {  // sizes, stri
     }
   }
   __syncthreads();
-  bernoulli_epilogue<kTcThreads, in_t, float>(logits_tile, p, m0, d0);
+  loglik_epilogue<kLik, kTcThreads, in_t, float>(logits_tile, p, m0, d0);
 }
 
 // ------------------------------------------------------------------------------------------------------
@@ -259,9 +295,9 @@ constexpr int kSimtThreads = 256;           // 16 x 16 threads, 4 x 4 outputs ea
 constexpr int kSimtBlockK = 16;             // K step staged in shared memory
 constexpr int kSimtLd = kSimtBlockK + 1;    // odd: the 16 rows a warp reads of b_tile fall in 16 banks
 
-template <typename scalar_t>
+template <Likelihood kLik, typename scalar_t>
 __global__ void __launch_bounds__(kSimtThreads)
-bernoulli_linear_simt_kernel(const BernoulliLinearForwardArgs p) {  // sizes, strides, pointers: see the .h
+linear_loglik_simt_kernel(const LinearLoglikForwardArgs p) {  // sizes, strides, pointers: see the .h
   using acc_t = compute_t<scalar_t>;
   constexpr int kOperandElems = kBlockM * kSimtLd;
   constexpr int kTileElems = kBlockM * kTileLd;
@@ -330,16 +366,16 @@ bernoulli_linear_simt_kernel(const BernoulliLinearForwardArgs p) {  // sizes, st
     for (int j = 0; j < 4; ++j) logits_tile[(tr + 16 * i) * kTileLd + tc + 16 * j] = acc[i][j];
   }
   __syncthreads();
-  bernoulli_epilogue<kSimtThreads, scalar_t, acc_t>(logits_tile, p, m0, d0);
+  loglik_epilogue<kLik, kSimtThreads, scalar_t, acc_t>(logits_tile, p, m0, d0);
 }
 
 // ll[m] = sum_{t = 0}^{n_tiles - 1} ll_partial[t, m] in order of t (0 when n_tiles == 0, i.e. D == 0).
 template <typename scalar_t>
 __global__ void __launch_bounds__(kRowSumThreads)
-bernoulli_linear_row_sum_kernel(const compute_t<scalar_t>* __restrict__ ll_partial,  // (n_tiles, M)
-                                scalar_t* __restrict__ ll,                         // (M,) out
-                                int64_t M,                                         // rows
-                                int64_t n_tiles) {                                 // D tiles
+linear_loglik_row_sum_kernel(const compute_t<scalar_t>* __restrict__ ll_partial,  // (n_tiles, M)
+                             scalar_t* __restrict__ ll,                         // (M,) out
+                             int64_t M,                                         // rows
+                             int64_t n_tiles) {                                 // D tiles
   using acc_t = compute_t<scalar_t>;
   const int64_t step = int64_t(gridDim.x) * kRowSumThreads;
   for (int64_t m = int64_t(blockIdx.x) * kRowSumThreads + threadIdx.x; m < M; m += step) {
@@ -349,63 +385,80 @@ bernoulli_linear_row_sum_kernel(const compute_t<scalar_t>* __restrict__ ll_parti
   }
 }
 
-template <typename scalar_t>
-void launch(const BernoulliLinearForwardArgs& args, MatmulPrecision precision, cudaStream_t stream) {
+template <Likelihood kLik, typename scalar_t>
+void launch(const LinearLoglikForwardArgs& args, MatmulPrecision precision, cudaStream_t stream) {
+  constexpr LikelihoodNames kNames = names_of(kLik);
   const int64_t m_tiles = (args.M + kBlockM - 1) / kBlockM;
   const int64_t d_tiles = (args.D + kBlockD - 1) / kBlockD;
   if (d_tiles > 0) {
     const dim3 grid(static_cast<unsigned int>(m_tiles), static_cast<unsigned int>(d_tiles));
     if constexpr (std::is_same<scalar_t, double>::value) {
-      bernoulli_linear_simt_kernel<double><<<grid, kSimtThreads, 0, stream>>>(args);
-      check_launch("bernoulli_linear_simt_kernel");
+      linear_loglik_simt_kernel<kLik, double><<<grid, kSimtThreads, 0, stream>>>(args);
+      check_launch(kNames.simt_kernel);
     } else {
       if (precision == MatmulPrecision::kTensorCore) {
-        bernoulli_linear_tc_kernel<scalar_t><<<grid, kTcThreads, 0, stream>>>(args);
-        check_launch("bernoulli_linear_tc_kernel");
+        linear_loglik_tc_kernel<kLik, scalar_t><<<grid, kTcThreads, 0, stream>>>(args);
+        check_launch(kNames.tc_kernel);
       } else {
-        bernoulli_linear_simt_kernel<scalar_t><<<grid, kSimtThreads, 0, stream>>>(args);
-        check_launch("bernoulli_linear_simt_kernel");
+        linear_loglik_simt_kernel<kLik, scalar_t><<<grid, kSimtThreads, 0, stream>>>(args);
+        check_launch(kNames.simt_kernel);
       }
     }
   }
-  bernoulli_linear_row_sum_kernel<scalar_t>
+  linear_loglik_row_sum_kernel<scalar_t>
       <<<grid_stride_blocks(args.M, kRowSumThreads), kRowSumThreads, 0, stream>>>(
           static_cast<const compute_t<scalar_t>*>(args.ll_partial), static_cast<scalar_t*>(args.ll), args.M,
           d_tiles);
-  check_launch("bernoulli_linear_row_sum_kernel");
+  check_launch(kNames.row_sum_kernel);
+}
+
+// Checks the sizes (std::invalid_argument naming the launcher), then launches the kernels of kLik.
+template <Likelihood kLik>
+void forward(const LinearLoglikForwardArgs& args, ScalarType dtype, MatmulPrecision precision,
+             std::uintptr_t stream) {
+  const std::string fn = std::string("ssvae_fast._C_cuda.") + names_of(kLik).launcher;
+  if (args.M < 0 || args.D < 0 || args.H < 0 || args.C < 0) {
+    throw std::invalid_argument(fn + ": sizes must be non-negative, got M=" + std::to_string(args.M) +
+                                ", D=" + std::to_string(args.D) + ", H=" + std::to_string(args.H) +
+                                ", C=" + std::to_string(args.C));
+  }
+  if (args.n_l < 0 || args.n_l > args.M) {
+    throw std::invalid_argument(fn + ": n_l must be in [0, M = " + std::to_string(args.M) + "], got " +
+                                std::to_string(args.n_l));
+  }
+  if (args.M == 0) return;  // nothing to write
+  if (kLik == Likelihood::kGaussian && args.D > 0 && args.precision_vec == nullptr) {
+    throw std::invalid_argument(fn + ": precision_vec is a null pointer but has " + std::to_string(args.D) +
+                                " elements");
+  }
+  // Rows past the labelled prefix come in groups of C (the kernels divide by C only for those rows).
+  if (args.M > args.n_l && (args.C < 1 || (args.M - args.n_l) % args.C != 0)) {
+    throw std::invalid_argument(fn + ": M - n_l = " + std::to_string(args.M - args.n_l) +
+                                " rows must be a positive multiple of C = " + std::to_string(args.C));
+  }
+  const int64_t m_tiles = (args.M + kBlockM - 1) / kBlockM;
+  const int64_t d_tiles = (args.D + kBlockD - 1) / kBlockD;
+  if (m_tiles > int64_t(std::numeric_limits<int>::max()) || d_tiles > 65535) {
+    throw std::invalid_argument(fn + ": M = " + std::to_string(args.M) + " or D = " +
+                                std::to_string(args.D) + " exceeds the grid (M < 2**31 * 64, D < 65536 * 64)");
+  }
+  auto cuda_stream = reinterpret_cast<cudaStream_t>(stream);
+  dispatch_scalar_type(dtype, names_of(kLik).launcher, [&](auto tag) {
+    using scalar_t = decltype(tag);
+    launch<kLik, scalar_t>(args, precision, cuda_stream);
+  });
 }
 
 }  // namespace
 
 void bernoulli_loglik_linear_forward(const BernoulliLinearForwardArgs& args, ScalarType dtype,
                                      MatmulPrecision precision, std::uintptr_t stream) {
-  const char* fn = "ssvae_fast._C_cuda.bernoulli_loglik_linear_forward";
-  if (args.M < 0 || args.D < 0 || args.H < 0 || args.C < 0) {
-    throw std::invalid_argument(std::string(fn) + ": sizes must be non-negative, got M=" + std::to_string(args.M) +
-                                ", D=" + std::to_string(args.D) + ", H=" + std::to_string(args.H) +
-                                ", C=" + std::to_string(args.C));
-  }
-  if (args.n_l < 0 || args.n_l > args.M) {
-    throw std::invalid_argument(std::string(fn) + ": n_l must be in [0, M = " + std::to_string(args.M) + "], got " +
-                                std::to_string(args.n_l));
-  }
-  if (args.M == 0) return;  // nothing to write
-  // Rows past the labelled prefix come in groups of C (the kernels divide by C only for those rows).
-  if (args.M > args.n_l && (args.C < 1 || (args.M - args.n_l) % args.C != 0)) {
-    throw std::invalid_argument(std::string(fn) + ": M - n_l = " + std::to_string(args.M - args.n_l) +
-                                " rows must be a positive multiple of C = " + std::to_string(args.C));
-  }
-  const int64_t m_tiles = (args.M + kBlockM - 1) / kBlockM;
-  const int64_t d_tiles = (args.D + kBlockD - 1) / kBlockD;
-  if (m_tiles > int64_t(std::numeric_limits<int>::max()) || d_tiles > 65535) {
-    throw std::invalid_argument(std::string(fn) + ": M = " + std::to_string(args.M) + " or D = " +
-                                std::to_string(args.D) + " exceeds the grid (M < 2**31 * 64, D < 65536 * 64)");
-  }
-  auto cuda_stream = reinterpret_cast<cudaStream_t>(stream);
-  dispatch_scalar_type(dtype, "bernoulli_loglik_linear_forward", [&](auto tag) {
-    using scalar_t = decltype(tag);
-    launch<scalar_t>(args, precision, cuda_stream);
-  });
+  forward<Likelihood::kBernoulli>(args, dtype, precision, stream);
+}
+
+void gaussian_loglik_linear_forward(const GaussianLinearForwardArgs& args, ScalarType dtype,
+                                    MatmulPrecision precision, std::uintptr_t stream) {
+  forward<Likelihood::kGaussian>(args, dtype, precision, stream);
 }
 
 }  // namespace cuda

@@ -75,11 +75,16 @@ class BatchSampler:
         self.u_pos, self.l_pos = int(state["u_pos"]), int(state["l_pos"])
 
 
-def draw(sampler: BatchSampler, x_l, y_l, x_u, *, binarize: str, n_classes: int, z_dim: int) -> Batch:
+def draw(sampler: BatchSampler, x_l, y_l, x_u, *, binarize: str, n_classes: int, z_dim: int,
+         n_samples: int = 1) -> Batch:
     """The next global batch: indices, binarized pixels, then noise (labelled, unlabelled), in that order
-    from the sampler's generator. Every process of a multi-process run draws the same batch."""
+    from the sampler's generator. Every process of a multi-process run draws the same batch. With
+    n_samples K > 1 every example appears K times in a row, each copy with its own noise: the batch's mean
+    loss is then the mean over examples of their K-sample Monte-Carlo losses (`M2.loss(n_samples=K)`)."""
     generator = sampler.generator
     idx_l, idx_u = sampler.next()
+    if n_samples > 1:
+        idx_l, idx_u = idx_l.repeat_interleave(n_samples), idx_u.repeat_interleave(n_samples)
     xb_l = data.binarize(x_l[idx_l], binarize, generator)
     xb_u = data.binarize(x_u[idx_u], binarize, generator)
     eps_l = torch.randn(xb_l.shape[0], z_dim, dtype=xb_l.dtype, device=xb_l.device, generator=generator)

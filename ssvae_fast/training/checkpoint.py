@@ -1,7 +1,7 @@
 """A run's checkpoints: written atomically, read with `torch.load(weights_only=True)`.
 
 A checkpoint is a dict of tensors and plain values: `format`, `config` (the resolved training config),
-`model_config` (M2's constructor arguments), `model`, `optimizer` and `scheduler` state dicts, `rng` (the
+`model_config` (M2's constructor arguments; for M1+M2 those of M1 and M2), `model`, `optimizer` and `scheduler` state dicts, `rng` (the
 torch CPU state, the CUDA states when CUDA is in use, the data generator's state, all uint8 tensors),
 `sampler` (where the batch sampler stands), `step`, `best` (step and validation accuracy of the best
 evaluation so far) and `wall_s` (training time so far).
@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from ..model import M2
+from ..stacked import M1M2
 
 FORMAT = "ssvae_fast.run/1"
 BEST, LAST = "best.pt", "last.pt"
@@ -73,9 +74,12 @@ def load(path, map_location="cpu") -> dict:
     return checkpoint
 
 
-def model_from(checkpoint: dict, *, backend: Optional[str] = None, device="cpu") -> M2:
-    """The M2 a checkpoint holds, on `device` (backend: the run's unless given)."""
-    model = M2(**checkpoint["model_config"], backend=backend or checkpoint["config"]["backend"])
+def model_from(checkpoint: dict, *, backend: Optional[str] = None, device="cpu"):
+    """The model a checkpoint holds (an M2, or an M1M2 for model m1m2), on `device` (backend: the run's
+    unless given)."""
+    backend = backend or checkpoint["config"]["backend"]
+    config = checkpoint["model_config"]
+    model = M1M2.from_config(config, backend=backend) if "m1" in config else M2(**config, backend=backend)
     model.load_state_dict(checkpoint["model"])
     return model.to(device)
 
@@ -97,7 +101,7 @@ def restore_rng_states(states: dict, generator: torch.Generator) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def snapshot(*, config: dict, model: M2, optimizer, scheduler, sampler, generator, step: int, best: dict,
+def snapshot(*, config: dict, model, optimizer, scheduler, sampler, generator, step: int, best: dict,
              wall_s: float) -> dict:
     """The checkpoint dict of a run at `step` (tensors are the live ones: save it before training on)."""
     return {

@@ -12,7 +12,7 @@ import torch
 from .. import backends, data
 from . import checkpoint, distributed
 from .checkpoint import BEST, LAST, TrainingError
-from .config import LR_SCHEDULES, TrainConfig
+from .config import LR_SCHEDULES, MODELS, SIZE_OPTIONS, TrainConfig
 from .evaluate import TERMS, evaluate_set
 from .loop import resume, train
 from .seeds import run_seeds, seeds_record, seeds_summary, seeds_table
@@ -25,6 +25,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option defaults to None: the dataset's default (`DATASET_DEFAULTS`) is filled in later."""
     add = parser.add_argument
     add("--dataset", default=None, help="digits (bundled, default) or mnist")
+    add("--model", default=None, choices=list(MODELS),
+        help="m2 (default), m1 (the VAE alone: test bounds in nats) or m1m2 (M2 on M1's latent features)")
     add("--data-dir", default=None, help="folder with MNIST IDX files (gzip or raw)")
     add("--labels", type=int, default=None, help="labelled examples, stratified by class (default 100)")
     length = parser.add_mutually_exclusive_group()
@@ -40,9 +42,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--lr-final", type=float, default=None, help="the cosine / exp schedule's last learning rate (default lr/100)")
     add("--alpha", type=float, default=None, help="weight of -log q(y|x); default 0.1 * N_total / N_labelled")
     add("--clip-grad", type=float, default=None, metavar="NORM", help="gradient-norm clipping (0: off)")
-    add("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes")
+    add("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes (every network)")
+    for network in ("classifier", "encoder", "decoder"):
+        add(f"--{network}-hidden", type=int, nargs="+", default=None, help=f"the {network}'s hidden layers")
     add("--z-dim", type=int, default=None)
     add("--activation", default=None, choices=["softplus", "relu"])
+    add("--likelihood", default=None, choices=["bernoulli", "gaussian"],
+        help="M2's p(x|y,z) (model m2; m1m2's M2 is always Gaussian)")
+    add("--warmup", type=int, default=None, metavar="STEPS", help="KL warm-up: the KL weight rises 0 -> 1 linearly")
+    add("--samples", type=int, default=None, help="Monte-Carlo samples of z per (x, y) in the loss")
+    add("--m1-steps", type=int, default=None, help="M1's training steps (models m1, m1m2)")
+    add("--m1-hidden", type=int, nargs="+", default=None, help="M1's hidden layers")
+    add("--m1-z-dim", type=int, default=None, help="M1's latent size (the features M2 sees in m1m2)")
+    add("--m1-lr", type=float, default=None)
+    add("--m1-batch-size", type=int, default=None)
+    add("--iw-samples", type=int, default=None, help="model m1: samples of the importance-weighted test bound")
     add("--backend", default=None, choices=["auto", *backends.BACKENDS])
     add("--binarize", default=None, choices=list(data.BINARIZE_MODES))
     seeds = parser.add_mutually_exclusive_group()
@@ -66,8 +80,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _config_options(args) -> dict:
     names = [f for f in TrainConfig.__dataclass_fields__ if f != "progress"]
     given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if "hidden" in given:
-        given["hidden"] = tuple(given["hidden"])
+    for name in SIZE_OPTIONS:
+        if name in given:
+            given[name] = tuple(given[name])
     return given
 
 

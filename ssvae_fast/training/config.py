@@ -21,6 +21,7 @@ DATASET_DEFAULTS = {
         steps=3000, epochs=None, eval_every=None, val_size=200, hidden=(256,), z_dim=16, activation="relu",
         batch_size=64, labelled_batch_size=None, lr=3e-3, lr_schedule="constant", lr_final=None, alpha=None,
         clip_grad=0.0, binarize="none",
+        m1_steps=3000, m1_hidden=(256,), m1_z_dim=16, m1_lr=1e-3, m1_batch_size=64,
     ),
     # The best MNIST (t10k protocol) setting on validation so far: 100 + 100 examples a step, alpha 200,
     # gradient-norm clipping at 5, cosine schedule; validation accuracy still rises with the run's length.
@@ -28,8 +29,20 @@ DATASET_DEFAULTS = {
         steps=15000, epochs=None, eval_every=None, val_size=1000, hidden=(500,), z_dim=50, activation="softplus",
         batch_size=100, labelled_batch_size=None, lr=1e-3, lr_schedule="cosine", lr_final=None, alpha=200.0,
         clip_grad=5.0, binarize="none",
+        m1_steps=10000, m1_hidden=(600, 600), m1_z_dim=50, m1_lr=1e-3, m1_batch_size=100,
     ),
 }
+
+#: What a model other than M2 changes in its dataset's row (its own defaults, chosen on validation too).
+MODEL_DEFAULTS = {
+    ("digits", "m1m2"): dict(),
+    ("mnist", "m1m2"): dict(),
+}
+
+MODELS = ("m2", "m1", "m1m2")
+ESTIMATORS = ("enumerate", "gumbel")
+#: The options that hold layer sizes (tuples here, lists in JSON).
+SIZE_OPTIONS = ("hidden", "classifier_hidden", "encoder_hidden", "decoder_hidden", "m1_hidden")
 
 #: How many evaluations a run makes when `eval_every` is left to the default.
 EVALUATIONS_PER_RUN = 20
@@ -43,6 +56,7 @@ class TrainConfig:
     turns every None into a number once the split is known. `steps` and `epochs` are alternatives."""
 
     dataset: str = "digits"
+    model: str = "m2"  # "m2", "m1" (the VAE alone: its bounds in nats) or "m1m2" (M2 on M1's features)
     data_dir: Optional[str] = None
     labels: int = 100
     steps: Optional[int] = None
@@ -57,8 +71,20 @@ class TrainConfig:
     alpha: Optional[float] = None
     clip_grad: Optional[float] = None
     hidden: Optional[tuple] = None
+    classifier_hidden: Optional[tuple] = None  # per-network overrides of `hidden`
+    encoder_hidden: Optional[tuple] = None
+    decoder_hidden: Optional[tuple] = None
     z_dim: Optional[int] = None
     activation: Optional[str] = None
+    likelihood: Optional[str] = None  # M2's: "bernoulli" on pixels; m1m2's M2 is always "gaussian"
+    warmup: int = 0  # steps of KL warm-up: the KL weight rises linearly from 0 to 1 (each stage of m1m2)
+    samples: int = 1  # Monte-Carlo samples of z per (x, y) in the training loss
+    m1_steps: Optional[int] = None  # M1 (models m1 and m1m2): its steps, layers, latent size, lr, batch
+    m1_hidden: Optional[tuple] = None
+    m1_z_dim: Optional[int] = None
+    m1_lr: Optional[float] = None
+    m1_batch_size: Optional[int] = None
+    iw_samples: int = 5000  # model m1: samples of the importance-weighted test bound
     backend: str = "auto"
     binarize: Optional[str] = None
     seed: int = 0
@@ -71,10 +97,12 @@ class TrainConfig:
         """A copy with the dataset's defaults filled in (run length still possibly in epochs)."""
         if self.dataset not in DATASET_DEFAULTS:
             raise data.DatasetError(f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASET_DEFAULTS)}")
+        if self.model not in MODELS:
+            raise data.DatasetError(f"unknown --model {self.model!r}; choose one of {MODELS}")
         if self.steps is not None and self.epochs is not None:
             raise data.DatasetError("give --steps or --epochs, not both")
         out = replace(self)
-        defaults = dict(DATASET_DEFAULTS[self.dataset])
+        defaults = dict(DATASET_DEFAULTS[self.dataset], **MODEL_DEFAULTS.get((self.dataset, self.model), {}))
         if self.steps is not None:
             defaults["epochs"] = None  # the run's length was given in steps
         if self.epochs is not None:
@@ -82,14 +110,20 @@ class TrainConfig:
         for key, value in defaults.items():
             if getattr(out, key) is None:
                 setattr(out, key, value)
-        out.hidden = tuple(int(h) for h in out.hidden)
+        for name in SIZE_OPTIONS:
+            value = getattr(out, name)
+            if value is not None:
+                setattr(out, name, tuple(int(h) for h in value))
+        if out.likelihood is None or out.model == "m1m2":
+            out.likelihood = "gaussian" if out.model == "m1m2" else "bernoulli"
         _check(out)
         return out
 
     def to_dict(self) -> dict:
         """Plain values only (lists, not tuples): what config.json and checkpoints hold."""
         out = asdict(self)
-        out["hidden"] = None if self.hidden is None else list(self.hidden)
+        for name in SIZE_OPTIONS:
+            out[name] = None if getattr(self, name) is None else list(getattr(self, name))
         return out
 
     @classmethod
@@ -99,8 +133,9 @@ class TrainConfig:
         if unknown:
             raise data.DatasetError(f"unknown training option(s) in the run's config: {', '.join(unknown)}")
         out = cls(**values)
-        if out.hidden is not None:
-            out.hidden = tuple(out.hidden)
+        for name in SIZE_OPTIONS:
+            if getattr(out, name) is not None:
+                setattr(out, name, tuple(getattr(out, name)))
         return out
 
 
@@ -130,13 +165,22 @@ def resolve(config: TrainConfig, split: data.SemiSupervisedSplit) -> TrainConfig
 
 
 def _check(cfg: TrainConfig) -> None:
-    for name in ("labels", "steps", "epochs", "eval_every", "batch_size", "labelled_batch_size", "z_dim"):
+    for name in ("labels", "steps", "epochs", "eval_every", "batch_size", "labelled_batch_size", "z_dim", "samples",
+                 "m1_steps", "m1_z_dim", "m1_batch_size", "iw_samples"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise data.DatasetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if cfg.val_size is not None and cfg.val_size < 0:
         raise data.DatasetError(f"--val-size must be at least 0, got {cfg.val_size}")
-    for name in ("lr", "lr_final"):
+    if cfg.warmup is not None and cfg.warmup < 0:
+        raise data.DatasetError(f"--warmup must be at least 0 (0 = off), got {cfg.warmup}")
+    for name in SIZE_OPTIONS:
+        value = getattr(cfg, name)
+        if value is not None and (len(value) == 0 or min(value) < 1):
+            raise data.DatasetError(f"--{name.replace('_', '-')} must be one or more positive sizes, got {list(value)}")
+    if cfg.likelihood is not None and cfg.likelihood not in ("bernoulli", "gaussian"):
+        raise data.DatasetError(f"unknown --likelihood {cfg.likelihood!r}; choose bernoulli or gaussian")
+    for name in ("lr", "lr_final", "m1_lr"):
         value = getattr(cfg, name)
         if value is not None and not value > 0:
             raise data.DatasetError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -162,6 +206,12 @@ def learning_rate_factor(schedule: str, lr: float, lr_final: float, total_steps:
     if schedule == "exp":
         return lambda t: ratio ** (min(t, span) / span)
     raise data.DatasetError(f"unknown --lr-schedule {schedule!r}; choose one of {LR_SCHEDULES}")
+
+
+def kl_weight(step: int, warmup: int) -> float:
+    """The KL weight at optimizer step `step` (1-based) of a KL warm-up over `warmup` steps: step / warmup
+    up to 1 (deterministic, so a resumed run continues the same schedule); 1 without warm-up."""
+    return 1.0 if warmup <= 0 else min(1.0, step / warmup)
 
 
 def optimizer_and_schedule(params, cfg: TrainConfig):

@@ -88,14 +88,14 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def gradients(model, batch: Batch, alpha: float, procs: Processes) -> torch.Tensor:
-    """Set every parameter's .grad to the gradient of the global batch's mean loss; return that loss
-    (the same value on every process), detached."""
+def gradients(model, batch: Batch, alpha: float, procs: Processes, kl_weight: float = 1.0) -> torch.Tensor:
+    """Set every trainable parameter's .grad to the gradient of the global batch's mean loss (the KL terms
+    weighted by kl_weight); return that loss (the same value on every process), detached."""
     model.zero_grad(set_to_none=False)
     part = procs.shard(batch)
     if part.size:
         loss = model.loss(part.x_l, part.y_l, part.x_u, alpha=alpha, eps_l=part.eps_l, eps_u=part.eps_u,
-                          reduction="sum") / batch.size
+                          reduction="sum", kl_weight=kl_weight) / batch.size
         loss.backward()
         loss = loss.detach()
     else:  # a slice with no example: it adds nothing

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..functional import bernoulli_loglik, gaussian_kl
+from ..functional import gaussian_kl
 
 #: The loss terms `loss_terms` reports, each a mean over the images.
 TERMS = ("reconstruction", "kl", "classification", "entropy", "total")
@@ -64,7 +64,11 @@ def term_sums(model, x_l, y_l, x_u, eps_l, eps_u) -> dict:
         classification  sum over the labelled of -log q(y|x)
         entropy         sum over the unlabelled of sum_c q(c|x) log q(c|x)
 
-    M2.loss(reduction="sum") = reconstruction + kl + n log C + alpha * classification + entropy."""
+    M2.loss(reduction="sum") = reconstruction + kl + n log C + alpha * classification + entropy. For an
+    M1M2 the terms are its M2's, on M1's mean features of the images."""
+    if hasattr(model, "objective_view"):
+        features = lambda x: None if x is None else model.objective_view(x)[1]  # noqa: E731
+        x_l, x_u, model = features(x_l), features(x_u), model.m2
     zero = x_u.new_zeros(()) if x_u is not None else x_l.new_zeros(())
     out = {"reconstruction": zero, "kl": zero, "classification": zero, "entropy": zero}
     C = model.n_classes
@@ -90,7 +94,7 @@ def term_sums(model, x_l, y_l, x_u, eps_l, eps_u) -> dict:
 def _conditional_terms(model, x, y_onehot, eps):
     mu, logvar = model.encoder(x, y_onehot)
     z = mu + torch.exp(0.5 * logvar) * eps
-    return -bernoulli_loglik(model.decoder(z, y_onehot), x), gaussian_kl(mu, logvar)
+    return -model.decoder.log_likelihood(model.decoder(z, y_onehot), x), gaussian_kl(mu, logvar)
 
 
 @torch.no_grad()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -21,16 +20,19 @@ import torch
 
 from .. import data
 from ..model import M2
+from ..stacked import M1M2
 from . import batches, checkpoint, distributed
 from .baseline import BaselineResult, train_baseline
 from .checkpoint import BEST, LAST, TrainingError
-from .config import TrainConfig, optimizer_and_schedule, resolve
+from .config import TrainConfig, kl_weight, optimizer_and_schedule, resolve
 from .evaluate import TERMS, evaluate_set, term_sums
+from .m1_stage import M1Result, build_m1, test_bounds, train_m1
+from .progress import progress_bar
 
 #: The keys of every row of metrics.jsonl (val_* are None when the run has no validation split).
 METRIC_KEYS = ("step", "lr", "wall_s", "train_loss", *(f"val_{t}" for t in TERMS), "val_accuracy",
                "val_class_consistency")
-CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
+CONFIG_FILE, METRICS_FILE, M1_FILE = "config.json", "metrics.jsonl", "m1.pt"
 
 
 class NonFiniteLoss(TrainingError):
@@ -39,7 +41,7 @@ class NonFiniteLoss(TrainingError):
 
 @dataclass
 class TrainResult:
-    model: M2  # the selected model: best on validation, or the last one without a validation split
+    model: object  # the selected M2 / M1M2 (best on validation, or the last one), or the trained M1
     config: TrainConfig  # resolved: every option a value
     test_accuracy: Optional[float]  # of the selected model; None on processes other than rank 0
     val_accuracy: Optional[float]  # of the selected model; None without a validation split
@@ -54,12 +56,20 @@ class TrainResult:
     split: Optional[data.SemiSupervisedSplit] = None
     baseline: Optional[BaselineResult] = None
     finished: bool = True  # False when stopped early (`stop_after`)
+    m1: Optional[M1Result] = None  # models m1 and m1m2: M1's training
 
     @property
     def alpha(self) -> float:
         return self.config.alpha
 
     def summary(self) -> str:
+        if self.config.model == "m1":
+            bounds = ("not tested" if not self.test else
+                      f"test ELBO {self.test['elbo']:.2f} nats, importance-weighted bound (K = "
+                      f"{self.test['iw_samples']}) {self.test['log_likelihood']:.2f} nats per image")
+            val = "" if self.m1.val_elbo is None else f" | validation ELBO {self.m1.val_elbo:.2f} nats"
+            return (f"M1: {bounds}{val} | {self.description} | {self.steps} steps in {self.wall_time_s:.1f} s | "
+                    f"backend {self.backend}")
         if not self.finished:
             return f"stopped at step {self.steps} of {self.config.steps}: `train --resume DIR` continues the run"
         if self.n_val:
@@ -71,7 +81,8 @@ class TrainResult:
         line = f"{tested} | {selection}"
         if self.baseline is not None:
             line += f" | baseline (classifier alone, labelled only) {100 * self.baseline.test_accuracy:.2f}%"
-        return (f"{line} | {self.description} | {self.steps} steps in {self.wall_time_s:.1f} s | "
+        stage = "" if self.m1 is None else f" (after M1: {self.m1.steps} steps in {self.m1.wall_time_s:.1f} s)"
+        return (f"{line} | {self.description} | {self.steps} steps in {self.wall_time_s:.1f} s{stage} | "
                 f"backend {self.backend}, alpha {self.alpha:.3g}")
 
     def record(self) -> dict:
@@ -81,7 +92,8 @@ class TrainResult:
             "selected_step": self.selected_step, "steps": self.steps, "wall_time_s": self.wall_time_s,
             "backend": self.backend, "alpha": self.alpha, "split": self.description, "n_val": self.n_val,
             "test": self.test, "baseline": None if self.baseline is None else self.baseline.record(),
-            "config": self.config.to_dict(), "history": self.history,
+            "m1": None if self.m1 is None else self.m1.record(), "config": self.config.to_dict(),
+            "history": self.history,
         }
 
 
@@ -138,12 +150,16 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
     to = lambda a: torch.as_tensor(a).to(device)  # noqa: E731
     x_l, y_l, x_u = to(split.x_labelled), to(split.y_labelled), to(split.x_unlabelled)
     x_val, y_val = to(split.x_val), to(split.y_val)
+    if cfg.model == "m1":
+        return _run_m1(cfg, split, procs, out)
 
+    m1_result = None
+    if cfg.model == "m1m2" and start is None:  # the first stage (a resumed run holds M1 in its checkpoint)
+        m1_result = train_m1(cfg, split, device, progress=cfg.progress and procs.is_main)
     torch.manual_seed(cfg.seed)
-    model = M2(split.x_dim, split.n_classes, cfg.z_dim, hidden=cfg.hidden, activation=cfg.activation,
-               backend=cfg.backend).to(device)
+    model = _build_model(cfg, split, None if m1_result is None else m1_result.model).to(device)
     backend = model.resolved_backend(device)  # raises BackendUnavailableError early, with the reason
-    optimizer, scheduler = optimizer_and_schedule(model.parameters(), cfg)
+    optimizer, scheduler = optimizer_and_schedule([p for p in model.parameters() if p.requires_grad], cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     sampler = batches.BatchSampler(x_l.shape[0], x_u.shape[0], cfg.labelled_batch_size, cfg.batch_size, generator)
 
@@ -165,7 +181,7 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
     metrics_path = None if out is None or not procs.is_main else os.path.join(out, METRICS_FILE)
     if metrics_path is not None:
         _write_metrics(metrics_path, history)
-    progress = _progress(cfg.steps, step, cfg.progress and procs.is_main)
+    progress = progress_bar(cfg.steps, step, cfg.progress and procs.is_main)
     params = [p for p in model.parameters() if p.requires_grad]
     t0, running, n_running = time.perf_counter(), 0.0, 0
     finished = True
@@ -173,8 +189,8 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
         step += 1
         model.train()
         batch = batches.draw(sampler, x_l, y_l, x_u, binarize=cfg.binarize, n_classes=split.n_classes,
-                             z_dim=cfg.z_dim)
-        loss = distributed.gradients(model, batch, cfg.alpha, procs)
+                             z_dim=cfg.z_dim, n_samples=cfg.samples)
+        loss = distributed.gradients(model, batch, cfg.alpha, procs, kl_weight=kl_weight(step, cfg.warmup))
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         loss_value, norm_value = torch.stack([loss, norm]).tolist()  # one synchronization
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -217,7 +233,8 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
     wall = wall_before + time.perf_counter() - t0
 
     result = TrainResult(model, cfg, None, best["val_accuracy"], best["step"] if split.n_val else step, step,
-                         wall, backend, split.description, split.n_val, history, split=split, finished=finished)
+                         wall, backend, split.description, split.n_val, history, split=split, finished=finished,
+                         m1=m1_result)
     if procs.is_main and finished:
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -231,6 +248,35 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
             from .plots import write_run_figures
 
             write_run_figures(out, model, split, history)
+    procs.barrier()
+    return result
+
+
+def _build_model(cfg: TrainConfig, split, m1=None):
+    """The model a run trains: M2 on the images, or (model m1m2) M2 with a Gaussian likelihood on the
+    features of `m1` (a fresh M1 when None: a resumed run loads its trained one from the checkpoint)."""
+    kwargs = dict(hidden=cfg.hidden, activation=cfg.activation, backend=cfg.backend,
+                  classifier_hidden=cfg.classifier_hidden, encoder_hidden=cfg.encoder_hidden,
+                  decoder_hidden=cfg.decoder_hidden)
+    if cfg.model == "m2":
+        return M2(split.x_dim, split.n_classes, cfg.z_dim, likelihood=cfg.likelihood, **kwargs)
+    m1 = m1 if m1 is not None else build_m1(cfg, split.x_dim)
+    return M1M2(m1, M2(m1.z_dim, split.n_classes, cfg.z_dim, likelihood="gaussian", **kwargs))
+
+
+def _run_m1(cfg: TrainConfig, split, procs, out) -> TrainResult:
+    """Model m1: train the VAE, then (rank 0) its test ELBO and importance-weighted bound in nats."""
+    device = procs.device
+    trained = train_m1(cfg, split, device, progress=cfg.progress and procs.is_main)
+    backend = trained.model.resolved_backend(device)
+    result = TrainResult(trained.model, cfg, None, None, trained.steps, trained.steps, trained.wall_time_s, backend,
+                         split.description, split.n_val, split=split, m1=trained)
+    if procs.is_main:
+        if cfg.test:
+            result.test = test_bounds(trained.model, torch.as_tensor(split.x_test).to(device), cfg.binarize,
+                                      cfg.iw_samples)
+        if out is not None:
+            trained.model.save(os.path.join(out, M1_FILE))
     procs.barrier()
     return result
 
@@ -283,22 +329,3 @@ def _write_metrics(path, rows) -> None:
 def _append_metrics(path, row) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
-
-
-class _NoProgress:
-    def update(self, n):
-        pass
-
-    def set_postfix(self, **kwargs):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)

@@ -1,6 +1,7 @@
 """Triton kernels of the `triton` backend (docs/design.md section 2), one file per fused op.
 
     bernoulli_loglik_linear.py       decoder output layer + Bernoulli log-likelihood (the logits never hit memory)
+    gaussian_loglik_linear.py        decoder output layer + Gaussian log-likelihood (same tiles, another epilogue)
     class_conditional_activation.py  act(a + W_y[:, c]) for every class, or labelled rows (one class) then every class
     gaussian_reparam_kl.py           z = mu + exp(logvar / 2) * eps and KL(q || N(0, I))
     elbo_reduction.py                log-softmax, entropy, q-weighted class sum, labelled terms and their VJP
@@ -15,7 +16,7 @@ is None.
 Settings (module level, read at every launch, so they also apply inside torch.compile'd graphs):
 
     set_input_precision("ieee" | "tf32" | "tf32x3")
-        precision of fp32 `tl.dot` (the Bernoulli kernels' GEMM). Default "tf32" on a GPU (10-bit
+        precision of fp32 `tl.dot` (the Bernoulli and Gaussian kernels' GEMM). Default "tf32" on a GPU (10-bit
         mantissa products, fp32 accumulation: the speed setting), "ieee" under the interpreter; the
         environment variable SSVAE_FAST_TRITON_INPUT_PRECISION overrides the default. The equivalence
         tests use "ieee". float64 inputs always use "ieee"; bf16/fp16 inputs ignore it.

@@ -1,0 +1,197 @@
+"""The model family beyond M2 with a Bernoulli likelihood: M1 (loss on every backend, its bounds in nats
+against direct float64 formulas), several samples of z, the KL weight of a warm-up, and the stacked M1M2.
+(The Gaussian likelihood's op is in tests/ops/test_gaussian_loglik_linear.py, M2 with it in
+tests/test_backends.py.)"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from ssvae_fast import M1, M1M2, M2
+from ssvae_fast.training.evaluate import term_sums
+from tests.factories import make_batch, make_model
+from tests.op_checks import on_backends
+
+BACKENDS = on_backends("reference", "torch", "cpu", "triton")
+
+
+def _m1(likelihood="bernoulli", dtype=torch.float64, D=13, Z=3, H=11, seed=0):
+    torch.manual_seed(seed)
+    model = M1(D, Z, hidden=(H, 7), likelihood=likelihood)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.to(dtype)
+
+
+def _loss_and_grads(model, backend, x, **kwargs):
+    model = copy.deepcopy(model)
+    model.backend = backend
+    loss = model.loss(x, reduction="sum", **kwargs)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_m1_loss_matches_direct_formula(backend, likelihood):
+    """M1's loss and every parameter's gradient on each backend equal -log p(x|z) + KL written with
+    torch.distributions in float64 (z from the same noise)."""
+    model = _m1(likelihood)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(6, 13, generator=g, dtype=torch.float64)
+    eps = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    got, got_grads = _loss_and_grads(model, backend, x, eps=eps, kl_weight=0.7)
+
+    def direct(m):
+        enc, dec = m.encoder, m.decoder
+        mu, logvar = enc.head(enc.run_hidden_layers(enc._act(enc.input(x)))).chunk(2, dim=-1)
+        q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+        kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+        out = dec.output(dec.run_hidden_layers(dec._act(dec.input(mu + torch.exp(0.5 * logvar) * eps))))
+        if likelihood == "gaussian":
+            ll = torch.distributions.Normal(out, torch.exp(0.5 * dec.logvar)).log_prob(x).sum(-1)
+        else:
+            ll = torch.distributions.Bernoulli(logits=out, validate_args=False).log_prob(x).sum(-1)
+        return (0.7 * kl - ll).sum()
+
+    expected = direct(model)
+    expected_grads = torch.autograd.grad(expected, list(model.parameters()))
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-11, atol=1e-11)
+    for a, b in zip(got_grads, expected_grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("backend", on_backends("torch", "cpu", "triton"))
+def test_m1_importance_weighted_bound_is_log_mean_exp_of_explicit_samples(backend):
+    """log_likelihood(x, K) = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) over explicit samples z_k (the same
+    draws), each density from torch.distributions, float64."""
+    model, K = _m1(), 37
+    model.backend = backend
+    x = (torch.rand(5, 13, generator=torch.Generator().manual_seed(2), dtype=torch.float64) < 0.4).double()
+    got = model.log_likelihood(x, n_samples=K, sample_chunk=K, generator=torch.Generator().manual_seed(3))
+    eps = torch.randn(5, K, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        std = torch.exp(0.5 * logvar)
+        z = mu[:, None] + std[:, None] * eps
+        logits = model.decoder.output(model._decoder_hidden(z))
+        log_w = (torch.distributions.Bernoulli(logits=logits).log_prob(x[:, None]).sum(-1)
+                 + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+                 - torch.distributions.Normal(mu[:, None], std[:, None]).log_prob(z).sum(-1))
+        expected = torch.logsumexp(log_w, dim=1) - math.log(K)
+    torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-10)
+    # chunked over samples and images: other draws, the same bound up to Monte-Carlo error
+    chunked = model.log_likelihood(x, n_samples=400, sample_chunk=64, batch_size=2,
+                                   generator=torch.Generator().manual_seed(4))
+    assert chunked.shape == (5,) and torch.isfinite(chunked).all()
+
+
+def test_m1_bound_tightens_with_samples():
+    """The importance-weighted bound (K = 500) lies above the ELBO (its K = 1 case), on average."""
+    model = _m1()
+    x = (torch.rand(40, 13, generator=torch.Generator().manual_seed(5), dtype=torch.float64) < 0.4).double()
+    elbo = model.elbo(x, n_samples=200, generator=torch.Generator().manual_seed(6)).mean()
+    bound = model.log_likelihood(x, n_samples=500, generator=torch.Generator().manual_seed(7)).mean()
+    assert bound > elbo + 1e-3
+
+
+@pytest.mark.parametrize("backend", on_backends("reference", "cpu"))
+def test_n_samples_is_the_mean_over_copies(backend):
+    """loss(n_samples=K) with noise for K copies (copy k of example i at row i K + k) is the mean over k of
+    the one-sample losses with copy k's noise: M1 and M2."""
+    K = 3
+    m1 = _m1()
+    m1.backend = backend
+    x = torch.rand(4, 13, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    eps = torch.randn(4 * K, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    many = m1.loss(x, eps=eps, n_samples=K, reduction="none")
+    each = torch.stack([m1.loss(x, eps=eps.view(4, K, 3)[:, k], reduction="none") for k in range(K)]).mean(0)
+    torch.testing.assert_close(many, each, rtol=1e-12, atol=1e-12)
+
+    m2 = make_model(13, 4, 3, 9, dtype=torch.float64)
+    m2.backend = backend
+    b = make_batch(m2, 3, 2, dtype=torch.float64, seed=10)
+    g = torch.Generator().manual_seed(11)
+    eps_l, eps_u = torch.randn(3 * K, 3, generator=g, dtype=torch.float64), torch.randn(2 * K, 4, 3, generator=g,
+                                                                                         dtype=torch.float64)
+    many = m2.loss(b.x_l, b.y_l, b.x_u, alpha=2.0, eps_l=eps_l, eps_u=eps_u, n_samples=K, reduction="none")
+    each = torch.stack([m2.loss(b.x_l, b.y_l, b.x_u, alpha=2.0, eps_l=eps_l.view(3, K, 3)[:, k],
+                                eps_u=eps_u.view(2, K, 4, 3)[:, k], reduction="none") for k in range(K)]).mean(0)
+    torch.testing.assert_close(many, each, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_m2_kl_weight_scales_the_kl_terms(backend):
+    """loss(kl_weight=1) - loss(kl_weight=w) = (1 - w) times the KL terms (labelled, and q-weighted
+    unlabelled) that `term_sums` computes in plain torch; gradients equal the reference's."""
+    model = make_model(13, 4, 3, 9, dtype=torch.float64)
+    model.backend = backend
+    b = make_batch(model, 3, 2, dtype=torch.float64, seed=12)
+    args = dict(alpha=2.0, eps_l=b.eps_l, eps_u=b.eps_u, reduction="sum")
+    full = model.loss(b.x_l, b.y_l, b.x_u, **args)
+    warm = model.loss(b.x_l, b.y_l, b.x_u, kl_weight=0.25, **args)
+    with torch.no_grad():
+        kl = term_sums(model, *b.args())["kl"]
+    torch.testing.assert_close((full - warm).detach(), 0.75 * kl, rtol=1e-11, atol=1e-11)
+    reference = copy.deepcopy(model)
+    reference.backend = "reference"
+    expected = torch.autograd.grad(reference.loss(b.x_l, b.y_l, b.x_u, kl_weight=0.25, **args),
+                                   list(reference.parameters()))
+    for a, e in zip(torch.autograd.grad(warm, list(model.parameters())), expected):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_m1m2_is_m2_on_m1_features():
+    """M1M2's loss is M2's on features drawn from q(z1|x) (the same generator draws), its predictions are
+    M2's at M1's mean features, its pictures are M1's decodings; M1 stays fixed; save/load round-trips."""
+    m1 = _m1(dtype=torch.float32)
+    m2 = M2(3, 4, 2, hidden=(8,), likelihood="gaussian")
+    model = M1M2(m1, m2)
+    assert not any(p.requires_grad for p in model.m1.parameters())
+    g = torch.Generator().manual_seed(13)
+    x_l, x_u = torch.rand(3, 13, generator=g), torch.rand(5, 13, generator=g)
+    y_l = torch.tensor([0, 1, 3])
+    loss = model.loss(x_l, y_l, x_u, alpha=3.0, generator=torch.Generator().manual_seed(14))
+    g = torch.Generator().manual_seed(14)
+    f_l, f_u = m1.features(x_l, generator=g), m1.features(x_u, generator=g)
+    expected = m2.loss(f_l, y_l, f_u, alpha=3.0, generator=g)
+    torch.testing.assert_close(loss, expected)
+    assert torch.equal(model.predict(x_u), m2.predict(m1.encode(x_u)[0]))
+    assert model.style_transfer(x_u[:2]).shape == (2, 4, 13)
+    assert model.sample(torch.arange(4)).shape == (4, 13)
+    with pytest.raises(ValueError, match="x_dim"):
+        M1M2(m1, M2(5, 4, 2))
+
+
+def test_m1m2_save_load(tmp_path):
+    model = M1M2(_m1(dtype=torch.float32), M2(3, 4, 2, hidden=(8,), likelihood="gaussian"))
+    model.save(tmp_path / "m.pt")
+    again = M1M2.load(tmp_path / "m.pt")
+    x = torch.rand(6, 13)
+    assert torch.equal(again.predict(x), model.predict(x))
+    m1 = model.m1
+    m1.save(tmp_path / "m1.pt")
+    assert torch.equal(M1.load(tmp_path / "m1.pt").encode(x)[0], m1.encode(x)[0])
+    with pytest.raises(ValueError, match="not an M1 checkpoint"):
+        M1.load(tmp_path / "m.pt")
+
+
+def test_m1_input_errors():
+    model = _m1(dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"\(B, 13\)"):
+        model.loss(torch.rand(2, 12))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model.loss(torch.full((2, 13), 2.0))
+    with pytest.raises(ValueError, match="n_samples"):
+        model.loss(torch.rand(2, 13), n_samples=0)
+    with pytest.raises(ValueError, match="kl_weight"):
+        model.loss(torch.rand(2, 13), kl_weight=-1.0)
+    gaussian = _m1("gaussian", dtype=torch.float32)
+    gaussian.loss(torch.full((2, 13), 2.0))  # any finite input for the Gaussian likelihood
+    with pytest.raises(ValueError, match="finite"):
+        gaussian.loss(torch.full((2, 13), float("nan")))

@@ -1,0 +1,85 @@
+"""The training command's other models and loss options: M1 alone (its bounds in nats), the stacked
+M1+M2 (M1 first, then M2 on its features; resume, evaluate and sample on its run directory), KL warm-up
+and several samples of z per example."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from ssvae_fast import M1M2
+from ssvae_fast.__main__ import main
+from ssvae_fast.training import TrainConfig, resume, train
+from ssvae_fast.training import batches, checkpoint
+from ssvae_fast.training.config import kl_weight
+
+SMALL = dict(labels=20, val_size=50, hidden=(32,), z_dim=4, batch_size=64, backend="torch", progress=False,
+             m1_hidden=(32,), m1_z_dim=6, m1_steps=40)
+
+
+def test_kl_weight_schedule():
+    assert [kl_weight(s, 4) for s in (1, 2, 4, 9)] == [0.25, 0.5, 1.0, 1.0]
+    assert kl_weight(1, 0) == 1.0
+
+
+def test_m1_run_reports_its_bounds_in_nats(capsys):
+    result = train(TrainConfig(**SMALL, model="m1", iw_samples=64))
+    test = result.test
+    assert test["iw_samples"] == 64 and test["n_test"] == result.split.n_test
+    assert test["log_likelihood"] > test["elbo"]  # the importance-weighted bound is the tighter one
+    assert result.m1.val_elbo is not None and result.test_accuracy is None
+    assert "nats" in result.summary()
+
+
+def test_m1m2_run_and_resume(tmp_path):
+    """M1 trains first (its steps reported), M2 then trains on its features; a resumed M1+M2 run (M1 read
+    back from the checkpoint) ends bit-identical to the uninterrupted one."""
+    cfg = TrainConfig(**SMALL, model="m1m2", steps=16, eval_every=4, warmup=6)
+    whole = train(cfg, out=str(tmp_path / "whole"))
+    assert isinstance(whole.model, M1M2) and whole.m1.steps == 40 and whole.config.likelihood == "gaussian"
+    assert whole.model.m2.x_dim == 6 and 0.0 <= whole.test_accuracy <= 1.0
+    first = train(cfg, out=str(tmp_path / "split"), stop_after=8)
+    assert not first.finished
+    rest = resume(str(tmp_path / "split"))
+    a, b = (checkpoint.load(os.path.join(tmp_path / name, "last.pt")) for name in ("whole", "split"))
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert rest.test_accuracy == whole.test_accuracy
+    model = checkpoint.model_from(a)
+    assert isinstance(model, M1M2)
+
+
+def test_m1m2_subcommands(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "--model", "m1m2", "--labels", "20", "--val-size", "50", "--hidden", "32", "--z-dim", "4",
+            "--m1-hidden", "32", "--m1-z-dim", "6", "--m1-steps", "30", "--steps", "8", "--backend", "torch",
+            "--no-progress", "--out", out]
+    assert main(args) == 0
+    assert "after M1: 30 steps" in capsys.readouterr().out
+    assert main(["evaluate", out]) == 0
+    assert "class consistency" in capsys.readouterr().out
+    assert main(["sample", out, "--out", str(tmp_path / "s.png"), "--per-class", "2"]) == 0
+    assert os.path.getsize(tmp_path / "s.png") > 0
+
+
+def test_samples_repeat_each_example_with_its_own_noise():
+    g = torch.Generator().manual_seed(0)
+    sampler = batches.BatchSampler(5, 7, 2, 3, g)
+    x_l, y_l, x_u = torch.rand(5, 4), torch.arange(5), torch.rand(7, 4)
+    batch = batches.draw(sampler, x_l, y_l, x_u, binarize="none", n_classes=3, z_dim=2, n_samples=3)
+    assert batch.x_l.shape == (6, 4) and batch.x_u.shape == (9, 4) and batch.eps_u.shape == (9, 3, 2)
+    assert torch.equal(batch.x_l[0], batch.x_l[2]) and torch.equal(batch.y_l[:3], batch.y_l[:1].expand(3))
+    assert not torch.equal(batch.eps_l[0], batch.eps_l[1])
+    result = train(TrainConfig(**{**SMALL, "m1_steps": None}, steps=6, samples=2))
+    assert result.steps == 6
+
+
+@pytest.mark.parametrize("bad,match", [(dict(model="m3"), "--model"), (dict(warmup=-1), "--warmup"),
+                                       (dict(samples=0), "--samples"), (dict(m1_hidden=(0,)), "--m1-hidden")])
+def test_bad_options(bad, match):
+    from ssvae_fast.data import DatasetError
+
+    with pytest.raises(DatasetError, match=match):
+        train(TrainConfig(**{**SMALL, **bad}))
