@@ -14,6 +14,7 @@ from .functional import ACTIVATIONS, LIKELIHOODS
 from .networks import Classifier, Decoder, Encoder
 
 REDUCTIONS = ("mean", "sum", "none")
+ESTIMATORS = ("enumerate", "gumbel")
 CHECKPOINT_FORMAT = "ssvae_fast.M2/1"
 
 
@@ -146,6 +147,9 @@ class M2(nn.Module):
         chunk_size: Optional[int] = None,
         kl_weight: float = 1.0,
         n_samples: int = 1,
+        estimator: str = "enumerate",
+        temperature: float = 1.0,
+        gumbel: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Minus the M2 objective (docs/design.md section 1).
 
@@ -156,7 +160,8 @@ class M2(nn.Module):
             alpha: weight of -log q(y|x) per labelled example, finite and >= 0 (Kingma et al.:
                 0.1 * N_total / N_labelled).
             eps_l: (n_l, z_dim) noise for the labelled reparameterization; drawn from N(0, I) when None.
-            eps_u: (n_u, C, z_dim) noise, one draw per (example, class); drawn when None.
+            eps_u: (n_u, C, z_dim) noise, one draw per (example, class) ((n_u, z_dim) for the "gumbel"
+                estimator); drawn when None.
             reduction: "mean" (sum over all examples / (n_l + n_u)), "sum", or "none" (per-example
                 losses, labelled first).
             generator: the torch.Generator for drawn noise.
@@ -168,6 +173,9 @@ class M2(nn.Module):
             n_samples: K, Monte-Carlo samples of z per (x, y): each example counts K times with independent
                 noise and its loss is the mean of the K (noise given explicitly must then be for the K
                 copies: eps_l (K n_l, z_dim), eps_u (K n_u, C, z_dim), copy k of example i at row i K + k).
+            estimator: the unlabelled term's: "enumerate" (exact: every class, weighted by q(c|x)) or
+                "gumbel" (one relaxed class y = softmax((log q(y|x) + g) / temperature), g ~ Gumbel(0, 1):
+                one decoder pass per example; `gumbel` (n_u, C) gives g explicitly).
 
         Inputs, labels and noise must be on the parameters' device, floating inputs and noise in the
         parameters' dtype (any float dtype under torch.autocast). Raises TypeError or ValueError naming
@@ -178,17 +186,23 @@ class M2(nn.Module):
         alpha = validation.alpha(where, alpha)
         kl_weight = validation.alpha(where, kl_weight, name="kl_weight")
         n_samples = validation.positive_int(where, "n_samples", n_samples)
+        validation.choice(where, "estimator", estimator, ESTIMATORS)
+        temperature = validation.alpha(where, temperature, name="temperature")
+        if temperature == 0:
+            validation.fail(where, "temperature", "a finite number > 0", "0.0")
         if chunk_size is not None:
             chunk_size = validation.positive_int(where, "chunk_size", chunk_size)
         if generator is not None and not isinstance(generator, torch.Generator):
             validation.fail(where, "generator", "a torch.Generator or None", validation.describe(generator),
                             TypeError)
-        x_l, y_l, x_u, eps_l, eps_u = self._prepare(x_l, y_l, x_u, eps_l, eps_u, generator, n_samples)
+        x_l, y_l, x_u, eps_l, eps_u, gumbel = self._prepare(x_l, y_l, x_u, eps_l, eps_u, generator, n_samples,
+                                                            estimator, gumbel)
         name = self.resolved_backend(x_l.device)
         if n_samples > 1:  # K copies of every example, each with its own noise
             K = n_samples
             x_l, y_l, x_u = x_l.repeat_interleave(K, 0), y_l.repeat_interleave(K), x_u.repeat_interleave(K, 0)
-        args = (name, x_l, y_l, x_u, eps_l, eps_u, alpha, chunk_size, kl_weight)
+        relaxed = None if estimator == "enumerate" else temperature
+        args = (name, x_l, y_l, x_u, eps_l, eps_u, gumbel, alpha, chunk_size, kl_weight, relaxed)
         if validation.tracing():  # torch.compile / CUDA graph capture: nothing data-dependent, no handlers
             losses = self._per_example_losses(*args)
         else:
@@ -207,11 +221,19 @@ class M2(nn.Module):
         total = losses.sum()
         return total if reduction == "sum" else total / losses.shape[0]
 
-    def _per_example_losses(self, name, x_l, y_l, x_u, eps_l, eps_u, alpha, chunk_size, kl_weight) -> torch.Tensor:
+    def _per_example_losses(self, name, x_l, y_l, x_u, eps_l, eps_u, gumbel, alpha, chunk_size, kl_weight,
+                            temperature) -> torch.Tensor:
         """(n_l + n_u,) losses, labelled first; with chunk_size, chunk_size examples at a time, each chunk
-        checkpointed when a gradient is needed (its activations recomputed in the backward)."""
+        checkpointed when a gradient is needed (its activations recomputed in the backward). temperature:
+        None for the exact enumeration, else the Gumbel-softmax estimator's."""
 
-        def compute(x_l, y_l, x_u, eps_l, eps_u):
+        def compute(x_l, y_l, x_u, eps_l, eps_u, gumbel):
+            if temperature is not None:
+                if name == "reference":
+                    return reference.per_example_losses_relaxed(self, x_l, y_l, x_u, eps_l, eps_u, gumbel, temperature,
+                                                                alpha, kl_weight)
+                return objective.per_example_losses_relaxed(backends.get_ops(name), self.objective_weights(), x_l, y_l,
+                                                            x_u, eps_l, eps_u, gumbel, temperature, alpha, kl_weight)
             if name == "reference":
                 return reference.per_example_losses(self, x_l, y_l, x_u, eps_l, eps_u, alpha, kl_weight)
             weights = self.objective_weights()
@@ -227,13 +249,13 @@ class M2(nn.Module):
 
         n_l, n_u = x_l.shape[0], x_u.shape[0]
         if chunk_size is None or n_l + n_u <= chunk_size:
-            return losses(x_l, y_l, x_u, eps_l, eps_u)
+            return losses(x_l, y_l, x_u, eps_l, eps_u, gumbel)
         parts = []
         for start in range(0, n_l + n_u, chunk_size):
             stop = start + chunk_size
             lab = slice(min(start, n_l), min(stop, n_l))
             unl = slice(max(start - n_l, 0), max(min(stop - n_l, n_u), 0))
-            part = (x_l[lab], y_l[lab], x_u[unl], eps_l[lab], eps_u[unl])
+            part = (x_l[lab], y_l[lab], x_u[unl], eps_l[lab], eps_u[unl], gumbel[unl])
             if torch.is_grad_enabled():
                 parts.append(torch.utils.checkpoint.checkpoint(
                     losses, *part, use_reentrant=False, preserve_rng_state=False))
@@ -275,7 +297,8 @@ class M2(nn.Module):
             out_logvar=dec.logvar if self.likelihood == "gaussian" else None,
         )
 
-    def _prepare(self, x_l, y_l, x_u, eps_l, eps_u, generator, n_samples: int = 1):
+    def _prepare(self, x_l, y_l, x_u, eps_l, eps_u, generator, n_samples: int = 1, estimator: str = "enumerate",
+                 gumbel=None):
         """Check types, shapes, dtypes, devices and (when on) values; turn None parts into empty tensors;
         draw missing noise."""
         where = "M2.loss"
@@ -334,16 +357,28 @@ class M2(nn.Module):
 
         K = n_samples
         eps_l = noise(eps_l, (K * n_l, Z), "eps_l", "K n_l, z_dim: one draw per labelled example and sample")
-        eps_u = noise(eps_u, (K * n_u, C, Z), "eps_u",
-                      "K n_u, C, z_dim: one draw per unlabelled example, class and sample")
+        if estimator == "enumerate":
+            eps_u = noise(eps_u, (K * n_u, C, Z), "eps_u",
+                          "K n_u, C, z_dim: one draw per unlabelled example, class and sample")
+            if gumbel is not None:
+                validation.fail(where, "gumbel", "None with the 'enumerate' estimator", validation.describe(gumbel))
+            gumbel = x_u.new_empty((K * n_u, 0))
+        else:
+            eps_u = noise(eps_u, (K * n_u, Z), "eps_u", "K n_u, z_dim: one draw per unlabelled example and sample")
+            if gumbel is None:
+                uniform = torch.rand((K * n_u, C), dtype=dtype, device=device, generator=generator)
+                gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(dtype).tiny)))
+            else:
+                gumbel = noise(gumbel, (K * n_u, C), "gumbel", "K n_u, C: Gumbel(0, 1) noise per unlabelled example")
         inputs_check = self._inputs_check()
         validation.check_values(
             where,
             (inputs_check, "x_l", x_l),
             (inputs_check, "x_u", x_u),
             (validation.class_indices, "y_l", y_l, C),
+            (validation.finite, "gumbel", gumbel),
         )
-        return x_l, y_l, x_u, eps_l, eps_u
+        return x_l, y_l, x_u, eps_l, eps_u, gumbel
 
     def _inputs_check(self):
         """The value check of the inputs: in [0, 1] for the Bernoulli likelihood, finite for the Gaussian."""

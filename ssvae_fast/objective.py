@@ -28,6 +28,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .functional import activation_fn
+
 
 @dataclass(frozen=True)
 class ObjectiveWeights:
@@ -83,6 +85,40 @@ def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps
     ll_l, ll_u = ll[:n_l], ll[n_l:].view(n_u, n_classes)
     kl_l, kl_u = kl[:n_l], kl[n_l:].view(n_u, n_classes)
     return ops.elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha)
+
+
+def per_example_losses_relaxed(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps_u, gumbel, temperature: float,
+                               alpha: float, kl_weight: float = 1.0) -> Tensor:
+    """Per-example losses (n_l + n_u,) with the Gumbel-softmax estimator of the unlabelled term: one row per
+    example. An unlabelled example's class is the relaxed one-hot y = softmax((log q(y|x) + gumbel) / T),
+    differentiable in the classifier, and its loss is L(x, y) + sum_c q(c|x) log q(c|x) (one decoder pass
+    instead of C). Labelled rows take their class through the class-conditional op, unlabelled rows the
+    relaxed vector through a dense product with the same class columns (sum_c y_c (W_y[:, c] + b) =
+    W_y y + b); the reparameterization, the log-likelihood and the reduction are the backend's fused ops.
+    eps_u: (n_u, Z); gumbel: (n_u, C). Same contract as `reference.per_example_losses_relaxed`."""
+    w = weights
+    n_l, n_u = x_l.shape[0], x_u.shape[0]
+    n_classes = w.enc_columns.shape[1]
+    x_all = torch.cat([x_l, x_u]) if n_l and n_u else (x_l if n_l else x_u)
+    logits_y = w.classifier(x_all)
+    y_soft = torch.softmax((torch.log_softmax(logits_y[n_l:], dim=-1) + gumbel) / temperature, dim=-1)
+
+    def first_layer(a, columns, activation):
+        rows = [ops.class_conditional_activation(a[:n_l], columns, y_l, activation)] if n_l else []
+        if n_u:
+            rows.append(activation_fn(activation)(a[n_l:] + y_soft @ columns.t()))
+        return torch.cat(rows) if len(rows) == 2 else rows[0]
+
+    h = first_layer(x_all @ w.enc_input.t(), w.enc_columns, w.enc_activation)
+    eps = torch.cat([eps_l, eps_u]) if n_l and n_u else (eps_l if n_l else eps_u)
+    z, kl = ops.gaussian_reparam_kl(w.enc_rest(h), eps)
+    h_dec = first_layer(z @ w.dec_input.t(), w.dec_columns, w.dec_activation)
+    ll = log_likelihood(ops, w, w.dec_hidden(h_dec), x_all, x_all.shape[0])  # one row per example
+    if kl_weight != 1.0:
+        kl = kl * kl_weight
+    # sum_c q(c|x) L = L for an L that does not depend on c: the reduction's unlabelled form, L repeated C times
+    ll_u, kl_u = (t[n_l:].unsqueeze(1).expand(n_u, n_classes) for t in (ll, kl))
+    return ops.elbo_reduction(logits_y, y_l, ll[:n_l], kl[:n_l], ll_u, kl_u, alpha)
 
 
 def log_likelihood(ops, w: ObjectiveWeights, h: Tensor, x: Tensor, n_labelled: int) -> Tensor:

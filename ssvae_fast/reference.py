@@ -64,3 +64,24 @@ def per_example_losses(model, x_l, y_l, x_u, eps_l, eps_u, alpha: float, kl_weig
     return torch.cat(
         [labelled_losses(model, x_l, y_l, eps_l, alpha, kl_weight), unlabelled_losses(model, x_u, eps_u, kl_weight)]
     )
+
+
+def relaxed_class(logits_y: torch.Tensor, gumbel: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The Gumbel-softmax relaxed one-hot class: softmax((log q(y|x) + gumbel) / T)."""
+    return torch.softmax((torch.log_softmax(logits_y, dim=-1) + gumbel) / temperature, dim=-1)
+
+
+def unlabelled_losses_relaxed(model, x_u, eps_u, gumbel, temperature: float, kl_weight: float = 1.0):
+    """The Gumbel-softmax estimator of l_unl: L(x, y) + sum_c q(c|x) log q(c|x) at one relaxed class
+    y = softmax((log q(y|x) + gumbel) / T). x_u (n_u, D), eps_u (n_u, Z), gumbel (n_u, C)."""
+    logits_y = model.classifier(x_u)
+    y = relaxed_class(logits_y, gumbel, temperature)
+    q, log_q = torch.softmax(logits_y, dim=-1), torch.log_softmax(logits_y, dim=-1)
+    return negative_elbo(model, x_u, y, eps_u, kl_weight) + (q * log_q).sum(-1)
+
+
+def per_example_losses_relaxed(model, x_l, y_l, x_u, eps_l, eps_u, gumbel, temperature: float, alpha: float,
+                               kl_weight: float = 1.0) -> torch.Tensor:
+    """`per_example_losses` with the Gumbel-softmax estimator of the unlabelled term."""
+    return torch.cat([labelled_losses(model, x_l, y_l, eps_l, alpha, kl_weight),
+                      unlabelled_losses_relaxed(model, x_u, eps_u, gumbel, temperature, kl_weight)])

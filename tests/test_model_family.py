@@ -195,3 +195,59 @@ def test_m1_input_errors():
     gaussian.loss(torch.full((2, 13), 2.0))  # any finite input for the Gaussian likelihood
     with pytest.raises(ValueError, match="finite"):
         gaussian.loss(torch.full((2, 13), float("nan")))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gumbel_estimator_matches_direct_formula(backend, likelihood):
+    """The Gumbel-softmax estimator at fixed noise and temperature, every backend: labelled losses as ever,
+    unlabelled ones -log p(x|y,z) + KL + log C + sum_c q log q at the relaxed class
+    y = softmax((log q(y|x) + g) / T), written here with torch.distributions in float64; values and every
+    parameter's and input's gradient."""
+    model = make_model(13, 4, 3, 9, dtype=torch.float64, likelihood=likelihood)
+    model.backend = backend
+    b = make_batch(model, 3, 5, dtype=torch.float64, seed=15)
+    g = torch.Generator().manual_seed(16)
+    eps_u = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    gumbel = -torch.log(-torch.log(torch.rand(5, 4, generator=g, dtype=torch.float64)))
+    x_u = b.x_u.clone().requires_grad_(True)
+    got = model.loss(b.x_l, b.y_l, x_u, alpha=2.0, eps_l=b.eps_l, eps_u=eps_u, estimator="gumbel", temperature=0.7,
+                     gumbel=gumbel, reduction="none", kl_weight=0.9)
+    leaves = list(model.parameters()) + [x_u]
+    w = torch.linspace(0.5, 1.5, got.shape[0], dtype=torch.float64)
+    got_grads = torch.autograd.grad((got * w).sum(), leaves)
+
+    def direct(x, y_onehot, eps):
+        mu, logvar = model.encoder(x, y_onehot)
+        q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+        kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+        out = model.decoder(mu + torch.exp(0.5 * logvar) * eps, y_onehot)
+        if likelihood == "gaussian":
+            ll = torch.distributions.Normal(out, torch.exp(0.5 * model.decoder.logvar)).log_prob(x).sum(-1)
+        else:
+            ll = torch.distributions.Bernoulli(logits=out, validate_args=False).log_prob(x).sum(-1)
+        return -ll + 0.9 * kl + math.log(4)
+
+    log_q_l = torch.log_softmax(model.classifier(b.x_l), -1)
+    lab = direct(b.x_l, torch.nn.functional.one_hot(b.y_l, 4).double(), b.eps_l) - 2.0 * log_q_l.gather(
+        1, b.y_l[:, None]).squeeze(1)
+    log_q = torch.log_softmax(model.classifier(x_u), -1)
+    y = torch.softmax((log_q + gumbel) / 0.7, -1)
+    unl = direct(x_u, y, eps_u) + (log_q.exp() * log_q).sum(-1)
+    expected = torch.cat([lab, unl])
+    torch.testing.assert_close(got.detach(), expected.detach(), rtol=1e-11, atol=1e-11)
+    for a, e in zip(got_grads, torch.autograd.grad((expected * w).sum(), leaves)):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-11)
+
+
+def test_gumbel_estimator_input_checks():
+    model = make_model(13, 4, 3, 9)
+    b = make_batch(model, 2, 3)
+    with pytest.raises(ValueError, match="eps_u"):
+        model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, eps_u=b.eps_u, estimator="gumbel")
+    with pytest.raises(ValueError, match="temperature"):
+        model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="gumbel", temperature=0.0)
+    with pytest.raises(ValueError, match="estimator"):
+        model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="sample")
+    loss = model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="gumbel", generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)

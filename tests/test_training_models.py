@@ -83,3 +83,18 @@ def test_bad_options(bad, match):
 
     with pytest.raises(DatasetError, match=match):
         train(TrainConfig(**{**SMALL, **bad}))
+
+
+def test_gumbel_estimator_trains_with_an_annealed_temperature():
+    from ssvae_fast.training.config import gumbel_temperature
+
+    cfg = TrainConfig(**SMALL, steps=6, estimator="gumbel", temperature=2.0, temperature_min=0.5,
+                      temperature_anneal=0.1)
+    assert gumbel_temperature(0, cfg) == 2.0 and gumbel_temperature(100, cfg) == 0.5
+    assert gumbel_temperature(3, cfg) == pytest.approx(2.0 * 2.718281828 ** -0.3)
+    g = torch.Generator().manual_seed(0)
+    batch = batches.draw(batches.BatchSampler(5, 7, 2, 3, g), torch.rand(5, 4), torch.arange(5), torch.rand(7, 4),
+                         binarize="none", n_classes=3, z_dim=2, estimator="gumbel")
+    assert batch.eps_u.shape == (3, 2) and batch.gumbel.shape == (3, 3)
+    result = train(cfg)
+    assert result.steps == 6 and 0.0 <= result.test_accuracy <= 1.0

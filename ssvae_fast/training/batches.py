@@ -18,7 +18,8 @@ class Batch(NamedTuple):
     y_l: torch.Tensor  # (n_l,) int64
     x_u: torch.Tensor  # (n_u, D)
     eps_l: torch.Tensor  # (n_l, Z)
-    eps_u: torch.Tensor  # (n_u, C, Z)
+    eps_u: torch.Tensor  # (n_u, C, Z); (n_u, Z) for the Gumbel-softmax estimator
+    gumbel: Optional[torch.Tensor] = None  # (n_u, C) Gumbel(0, 1) noise for that estimator
 
     @property
     def size(self) -> int:
@@ -76,7 +77,7 @@ class BatchSampler:
 
 
 def draw(sampler: BatchSampler, x_l, y_l, x_u, *, binarize: str, n_classes: int, z_dim: int,
-         n_samples: int = 1) -> Batch:
+         n_samples: int = 1, estimator: str = "enumerate") -> Batch:
     """The next global batch: indices, binarized pixels, then noise (labelled, unlabelled), in that order
     from the sampler's generator. Every process of a multi-process run draws the same batch. With
     n_samples K > 1 every example appears K times in a row, each copy with its own noise: the batch's mean
@@ -88,5 +89,10 @@ def draw(sampler: BatchSampler, x_l, y_l, x_u, *, binarize: str, n_classes: int,
     xb_l = data.binarize(x_l[idx_l], binarize, generator)
     xb_u = data.binarize(x_u[idx_u], binarize, generator)
     eps_l = torch.randn(xb_l.shape[0], z_dim, dtype=xb_l.dtype, device=xb_l.device, generator=generator)
+    if estimator == "gumbel":
+        eps_u = torch.randn(xb_u.shape[0], z_dim, dtype=xb_u.dtype, device=xb_u.device, generator=generator)
+        uniform = torch.rand(xb_u.shape[0], n_classes, dtype=xb_u.dtype, device=xb_u.device, generator=generator)
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
+        return Batch(xb_l, y_l[idx_l], xb_u, eps_l, eps_u, gumbel)
     eps_u = torch.randn(xb_u.shape[0], n_classes, z_dim, dtype=xb_u.dtype, device=xb_u.device, generator=generator)
     return Batch(xb_l, y_l[idx_l], xb_u, eps_l, eps_u)

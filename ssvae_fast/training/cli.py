@@ -12,7 +12,7 @@ import torch
 from .. import backends, data
 from . import checkpoint, distributed
 from .checkpoint import BEST, LAST, TrainingError
-from .config import LR_SCHEDULES, MODELS, SIZE_OPTIONS, TrainConfig
+from .config import ESTIMATORS, LR_SCHEDULES, MODELS, SIZE_OPTIONS, TrainConfig
 from .evaluate import TERMS, evaluate_set
 from .loop import resume, train
 from .seeds import run_seeds, seeds_record, seeds_summary, seeds_table
@@ -51,6 +51,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="M2's p(x|y,z) (model m2; m1m2's M2 is always Gaussian)")
     add("--warmup", type=int, default=None, metavar="STEPS", help="KL warm-up: the KL weight rises 0 -> 1 linearly")
     add("--samples", type=int, default=None, help="Monte-Carlo samples of z per (x, y) in the loss")
+    add("--estimator", default=None, choices=list(ESTIMATORS),
+        help="the unlabelled term: enumerate every class (exact, default) or gumbel (one relaxed class)")
+    add("--temperature", type=float, default=None, help="Gumbel-softmax temperature at the start (default 1)")
+    add("--temperature-min", type=float, default=None, help="the annealed temperature's floor (default 0.5)")
+    add("--temperature-anneal", type=float, default=None,
+        help="annealing rate per step: T = max(min, T0 exp(-rate step)) (default 3e-5)")
     add("--m1-steps", type=int, default=None, help="M1's training steps (models m1, m1m2)")
     add("--m1-hidden", type=int, nargs="+", default=None, help="M1's hidden layers")
     add("--m1-z-dim", type=int, default=None, help="M1's latent size (the features M2 sees in m1m2)")

@@ -79,6 +79,10 @@ class TrainConfig:
     likelihood: Optional[str] = None  # M2's: "bernoulli" on pixels; m1m2's M2 is always "gaussian"
     warmup: int = 0  # steps of KL warm-up: the KL weight rises linearly from 0 to 1 (each stage of m1m2)
     samples: int = 1  # Monte-Carlo samples of z per (x, y) in the training loss
+    estimator: str = "enumerate"  # the unlabelled term's: "enumerate" (exact) or "gumbel" (relaxed, one pass)
+    temperature: float = 1.0  # the Gumbel-softmax temperature at step 0, annealed (`gumbel_temperature`)
+    temperature_min: float = 0.5
+    temperature_anneal: float = 3e-5  # per step: T = max(temperature_min, temperature * exp(-rate * step))
     m1_steps: Optional[int] = None  # M1 (models m1 and m1m2): its steps, layers, latent size, lr, batch
     m1_hidden: Optional[tuple] = None
     m1_z_dim: Optional[int] = None
@@ -172,6 +176,10 @@ def _check(cfg: TrainConfig) -> None:
             raise data.DatasetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if cfg.val_size is not None and cfg.val_size < 0:
         raise data.DatasetError(f"--val-size must be at least 0, got {cfg.val_size}")
+    if cfg.estimator not in ESTIMATORS:
+        raise data.DatasetError(f"unknown --estimator {cfg.estimator!r}; choose one of {ESTIMATORS}")
+    if not (cfg.temperature > 0 and cfg.temperature_min > 0 and cfg.temperature_anneal >= 0):
+        raise data.DatasetError("--temperature and --temperature-min must be positive, --temperature-anneal >= 0")
     if cfg.warmup is not None and cfg.warmup < 0:
         raise data.DatasetError(f"--warmup must be at least 0 (0 = off), got {cfg.warmup}")
     for name in SIZE_OPTIONS:
@@ -212,6 +220,12 @@ def kl_weight(step: int, warmup: int) -> float:
     """The KL weight at optimizer step `step` (1-based) of a KL warm-up over `warmup` steps: step / warmup
     up to 1 (deterministic, so a resumed run continues the same schedule); 1 without warm-up."""
     return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
+
+def gumbel_temperature(step: int, cfg: TrainConfig) -> float:
+    """The Gumbel-softmax temperature at optimizer step `step`: exponential annealing from cfg.temperature
+    at rate cfg.temperature_anneal per step, never below cfg.temperature_min (Jang et al., 2017)."""
+    return max(cfg.temperature_min, cfg.temperature * math.exp(-cfg.temperature_anneal * step))
 
 
 def optimizer_and_schedule(params, cfg: TrainConfig):

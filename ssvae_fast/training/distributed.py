@@ -39,7 +39,7 @@ class Processes:
         """This process's slice of the global batch (the whole batch when alone)."""
         if not self.active:
             return batch
-        return Batch(*(torch.tensor_split(t, self.world_size)[self.rank] for t in batch))
+        return Batch(*(None if t is None else torch.tensor_split(t, self.world_size)[self.rank] for t in batch))
 
     def sum_(self, tensors: Sequence[torch.Tensor]) -> None:
         """Sum each tensor over the processes, in place, with a single all_reduce."""
@@ -88,14 +88,17 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def gradients(model, batch: Batch, alpha: float, procs: Processes, kl_weight: float = 1.0) -> torch.Tensor:
+def gradients(model, batch: Batch, alpha: float, procs: Processes, kl_weight: float = 1.0,
+              temperature: float = 1.0) -> torch.Tensor:
     """Set every trainable parameter's .grad to the gradient of the global batch's mean loss (the KL terms
-    weighted by kl_weight); return that loss (the same value on every process), detached."""
+    weighted by kl_weight; the Gumbel-softmax estimator at `temperature` when the batch carries Gumbel
+    noise); return that loss (the same value on every process), detached."""
     model.zero_grad(set_to_none=False)
     part = procs.shard(batch)
     if part.size:
+        relaxed = {} if part.gumbel is None else dict(estimator="gumbel", gumbel=part.gumbel, temperature=temperature)
         loss = model.loss(part.x_l, part.y_l, part.x_u, alpha=alpha, eps_l=part.eps_l, eps_u=part.eps_u,
-                          reduction="sum", kl_weight=kl_weight) / batch.size
+                          reduction="sum", kl_weight=kl_weight, **relaxed) / batch.size
         loss.backward()
         loss = loss.detach()
     else:  # a slice with no example: it adds nothing

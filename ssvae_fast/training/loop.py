@@ -24,7 +24,7 @@ from ..stacked import M1M2
 from . import batches, checkpoint, distributed
 from .baseline import BaselineResult, train_baseline
 from .checkpoint import BEST, LAST, TrainingError
-from .config import TrainConfig, kl_weight, optimizer_and_schedule, resolve
+from .config import TrainConfig, gumbel_temperature, kl_weight, optimizer_and_schedule, resolve
 from .evaluate import TERMS, evaluate_set, term_sums
 from .m1_stage import M1Result, build_m1, test_bounds, train_m1
 from .progress import progress_bar
@@ -189,8 +189,9 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
         step += 1
         model.train()
         batch = batches.draw(sampler, x_l, y_l, x_u, binarize=cfg.binarize, n_classes=split.n_classes,
-                             z_dim=cfg.z_dim, n_samples=cfg.samples)
-        loss = distributed.gradients(model, batch, cfg.alpha, procs, kl_weight=kl_weight(step, cfg.warmup))
+                             z_dim=cfg.z_dim, n_samples=cfg.samples, estimator=cfg.estimator)
+        loss = distributed.gradients(model, batch, cfg.alpha, procs, kl_weight=kl_weight(step, cfg.warmup),
+                                     temperature=gumbel_temperature(step, cfg))
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         loss_value, norm_value = torch.stack([loss, norm]).tolist()  # one synchronization
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -298,7 +299,8 @@ def _diagnose(model, batch, step, loss_value, norm_value, out) -> str:
     if math.isfinite(loss_value):
         return f"step {step}: the gradient norm is not finite ({norm_value}) although the loss is ({loss_value:.4g}){kept}"
     with torch.no_grad():
-        terms = {k: float(v) for k, v in term_sums(model, *batch).items()}
+        eps_u = batch.eps_u if batch.gumbel is None else batch.eps_u[:, None].expand(-1, model.n_classes, -1)
+        terms = {k: float(v) for k, v in term_sums(model, batch.x_l, batch.y_l, batch.x_u, batch.eps_l, eps_u).items()}
     bad = [f"{k} = {v}" for k, v in terms.items() if not math.isfinite(v)]
     if bad:
         named = "non-finite term " + ", ".join(bad)

@@ -70,7 +70,7 @@ def train_m1(cfg: TrainConfig, split: data.SemiSupervisedSplit, device, *, progr
         scheduler.step()
         bar.update(1)
         if step % 100 == 0:
-            bar.set_postfix(loss=f"{float(loss):.2f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.2f}")
     bar.close()
     wall = time.perf_counter() - start
     model.eval()
