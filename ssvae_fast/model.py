@@ -11,10 +11,11 @@ from torch import nn
 
 from . import backends, objective, reference, validation
 from .functional import ACTIVATIONS, LIKELIHOODS
-from .networks import Classifier, Decoder, Encoder
+from .networks import Classifier, ConvClassifier, Decoder, Encoder
 
 REDUCTIONS = ("mean", "sum", "none")
 ESTIMATORS = ("enumerate", "gumbel")
+CLASSIFIERS = ("mlp", "conv")
 CHECKPOINT_FORMAT = "ssvae_fast.M2/1"
 
 
@@ -35,6 +36,8 @@ class M2(nn.Module):
         activation: "softplus" (default) or "relu".
         likelihood: "bernoulli" (default; inputs in [0, 1]) or "gaussian" (any finite inputs, e.g. M1's
             features in M1+M2; a learned per-dimension log-variance `decoder.logvar`).
+        classifier: "mlp" (default) or "conv" (`networks.ConvClassifier`, for square images; the encoder
+            and the decoder stay MLPs on the fused kernels).
         backend: "auto", "reference", "torch", "triton", "cuda" or "cpu" (see
             `ssvae_fast.available_backends()`); checked when the loss first runs on a device.
 
@@ -57,10 +60,12 @@ class M2(nn.Module):
         encoder_hidden: Optional[Sequence[int]] = None,
         decoder_hidden: Optional[Sequence[int]] = None,
         likelihood: str = "bernoulli",
+        classifier: str = "mlp",
     ):
         super().__init__()
         where = "M2"
         validation.choice(where, "likelihood", likelihood, LIKELIHOODS)
+        validation.choice(where, "classifier", classifier, CLASSIFIERS)
         x_dim = validation.positive_int(where, "x_dim", x_dim)
         n_classes = validation.positive_int(where, "n_classes", n_classes, minimum=2)
         z_dim = validation.positive_int(where, "z_dim", z_dim)
@@ -78,7 +83,10 @@ class M2(nn.Module):
         self.backend = backend  # validated by the setter
         self.x_dim, self.n_classes, self.z_dim = int(x_dim), int(n_classes), int(z_dim)
         self.activation = activation
-        self.classifier = Classifier(x_dim, n_classes, classifier_sizes, activation)
+        if classifier == "conv":
+            self.classifier = ConvClassifier(x_dim, n_classes)
+        else:
+            self.classifier = Classifier(x_dim, n_classes, classifier_sizes, activation)
         self.encoder = Encoder(x_dim, n_classes, z_dim, encoder_sizes, activation)
         self.decoder = Decoder(x_dim, n_classes, z_dim, decoder_sizes, activation, likelihood)
         self.likelihood = likelihood
@@ -86,6 +94,7 @@ class M2(nn.Module):
             x_dim=x_dim, n_classes=n_classes, z_dim=z_dim, hidden=_sizes(hidden),
             activation=activation, classifier_hidden=_sizes(classifier_hidden),
             encoder_hidden=_sizes(encoder_hidden), decoder_hidden=_sizes(decoder_hidden), likelihood=likelihood,
+            classifier=classifier,
         )
 
     @property

@@ -63,6 +63,32 @@ class Classifier(nn.Module):
         return self.output(h)
 
 
+class ConvClassifier(nn.Module):
+    """q(y|x) for square images: x (B, side * side) -> logits_y (B, n_classes). Two 3x3 convolutions
+    (`channels`, ReLU, each followed by 2x2 max pooling), then a hidden layer of `hidden` units and the
+    output layer. Only the classifier is convolutional: the encoder and the decoder stay MLPs, on the fused
+    kernels' path."""
+
+    def __init__(self, x_dim: int, n_classes: int, channels: Sequence[int] = (16, 32), hidden: int = 128):
+        super().__init__()
+        side = int(round(x_dim ** 0.5))
+        if side * side != x_dim or side < 4:
+            raise ValueError(f"a convolutional classifier needs square images: x_dim = {x_dim} is not side * side "
+                             f"with side >= 4")
+        self.side, self.activation = side, "relu"
+        layers, c_in, size = [], 1, side
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in, size = c_out, size // 2
+        self.features = nn.Sequential(*layers)
+        self.hidden = nn.Linear(c_in * size * size, hidden)
+        self.output = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x.reshape(x.shape[0], 1, self.side, self.side)).flatten(1)
+        return self.output(torch.relu(self.hidden(h)))
+
+
 class Encoder(_MLPBody):
     """q(z|x,y) = N(mu, diag(exp(logvar))).
 

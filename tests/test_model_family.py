@@ -251,3 +251,24 @@ def test_gumbel_estimator_input_checks():
         model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="sample")
     loss = model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="gumbel", generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("backend", on_backends("reference", "cpu"))
+def test_conv_classifier_composes_with_the_fused_objective(backend):
+    """M2 with the convolutional classifier: the fused objective equals the reference (the classifier is a
+    plain module in both), values and gradients, float64; checkpoints keep the choice."""
+    torch.manual_seed(0)
+    model = M2(64, 4, 3, hidden=(9,), classifier="conv").double()
+    model.backend = backend
+    b = make_batch(model, 3, 2, dtype=torch.float64, seed=17)
+    loss = model.loss(b.x_l, b.y_l, b.x_u, alpha=2.0, eps_l=b.eps_l, eps_u=b.eps_u)
+    ref = copy.deepcopy(model)
+    ref.backend = "reference"
+    expected = ref.loss(b.x_l, b.y_l, b.x_u, alpha=2.0, eps_l=b.eps_l, eps_u=b.eps_u)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    for a, e in zip(torch.autograd.grad(loss, list(model.parameters())),
+                    torch.autograd.grad(expected, list(ref.parameters()))):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+    assert model.config["classifier"] == "conv"
+    with pytest.raises(ValueError, match="square"):
+        M2(50, 4, 3, classifier="conv")

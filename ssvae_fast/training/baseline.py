@@ -43,7 +43,8 @@ def train_baseline(cfg: TrainConfig, split: data.SemiSupervisedSplit, device) ->
     to = lambda a: torch.as_tensor(a).to(device)  # noqa: E731
     x_l, y_l, x_val, y_val = to(split.x_labelled), to(split.y_labelled), to(split.x_val), to(split.y_val)
     torch.manual_seed(cfg.seed)
-    net = M2(split.x_dim, split.n_classes, cfg.z_dim, hidden=cfg.hidden, activation=cfg.activation).classifier
+    net = M2(split.x_dim, split.n_classes, cfg.z_dim, hidden=cfg.hidden, activation=cfg.activation,
+             classifier_hidden=cfg.classifier_hidden, classifier=cfg.classifier).classifier
     net = net.to(device)
     optimizer, scheduler = optimizer_and_schedule(net.parameters(), cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

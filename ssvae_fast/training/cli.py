@@ -43,6 +43,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--alpha", type=float, default=None, help="weight of -log q(y|x); default 0.1 * N_total / N_labelled")
     add("--clip-grad", type=float, default=None, metavar="NORM", help="gradient-norm clipping (0: off)")
     add("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes (every network)")
+    add("--classifier", default=None, choices=["mlp", "conv"],
+        help="M2's classifier: an MLP (default) or a small CNN (square images; encoder and decoder stay MLPs)")
     for network in ("classifier", "encoder", "decoder"):
         add(f"--{network}-hidden", type=int, nargs="+", default=None, help=f"the {network}'s hidden layers")
     add("--z-dim", type=int, default=None)

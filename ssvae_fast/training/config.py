@@ -71,6 +71,7 @@ class TrainConfig:
     alpha: Optional[float] = None
     clip_grad: Optional[float] = None
     hidden: Optional[tuple] = None
+    classifier: str = "mlp"  # "mlp", or "conv" (a convolutional classifier, square images)
     classifier_hidden: Optional[tuple] = None  # per-network overrides of `hidden`
     encoder_hidden: Optional[tuple] = None
     decoder_hidden: Optional[tuple] = None
@@ -176,6 +177,8 @@ def _check(cfg: TrainConfig) -> None:
             raise data.DatasetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if cfg.val_size is not None and cfg.val_size < 0:
         raise data.DatasetError(f"--val-size must be at least 0, got {cfg.val_size}")
+    if cfg.classifier not in ("mlp", "conv"):
+        raise data.DatasetError(f"unknown --classifier {cfg.classifier!r}; choose mlp or conv")
     if cfg.estimator not in ESTIMATORS:
         raise data.DatasetError(f"unknown --estimator {cfg.estimator!r}; choose one of {ESTIMATORS}")
     if not (cfg.temperature > 0 and cfg.temperature_min > 0 and cfg.temperature_anneal >= 0):

@@ -258,7 +258,7 @@ def _build_model(cfg: TrainConfig, split, m1=None):
     features of `m1` (a fresh M1 when None: a resumed run loads its trained one from the checkpoint)."""
     kwargs = dict(hidden=cfg.hidden, activation=cfg.activation, backend=cfg.backend,
                   classifier_hidden=cfg.classifier_hidden, encoder_hidden=cfg.encoder_hidden,
-                  decoder_hidden=cfg.decoder_hidden)
+                  decoder_hidden=cfg.decoder_hidden, classifier=cfg.classifier)
     if cfg.model == "m2":
         return M2(split.x_dim, split.n_classes, cfg.z_dim, likelihood=cfg.likelihood, **kwargs)
     m1 = m1 if m1 is not None else build_m1(cfg, split.x_dim)
