@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from . import backends, validation
+from . import backends, saving, validation
 from .functional import ACTIVATIONS, LIKELIHOODS, gaussian_kl
 from .networks import Decoder, Encoder
 from .objective import output_log_likelihood
@@ -91,22 +91,12 @@ class M1(nn.Module):
         return backends.resolve(self._backend, torch.device(device))
 
     def save(self, path) -> None:
-        torch.save({"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": self.state_dict()}, path)
+        saving.save(self, path, CHECKPOINT_FORMAT)
 
     @classmethod
     def load(cls, path, *, backend: str = "auto", map_location="cpu") -> "M1":
         """The model `M1.save` wrote (read with torch.load(weights_only=True))."""
-        try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise ValueError(f"{path}: not an M1 checkpoint written by M1.save ({exc.__class__.__name__})") from None
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: not an M1 checkpoint written by M1.save")
-        model = cls(**checkpoint["config"], backend=backend)
-        model.load_state_dict(checkpoint["state_dict"], assign=True)
-        return model
+        return saving.load(cls, path, CHECKPOINT_FORMAT, lambda config: cls(**config, backend=backend), map_location)
 
     # ------------------------------------------------------------------ networks
 
@@ -123,17 +113,8 @@ class M1(nn.Module):
         return self.decoder.logvar if self.likelihood == "gaussian" else None
 
     def _check_x(self, x, where: str) -> torch.Tensor:
-        weight = self.encoder.input.weight
-        validation.tensor(where, "x", x)
-        if x.dim() != 2 or x.shape[1] != self.x_dim:
-            validation.fail(where, "x", f"a (B, {self.x_dim}) tensor (D = x_dim = {self.x_dim})",
-                            validation.describe(x))
-        validation.floating(where, "x", x)
-        validation.on_device(where, "x", x, weight.device)
-        validation.same_dtype(where, "x", x, weight.dtype, "the model's parameters")
         check = validation.unit_interval if self.likelihood == "bernoulli" else validation.finite
-        validation.check_values(where, (check, "x", x))
-        return x
+        return validation.model_inputs(where, x, self.x_dim, self.encoder.input.weight, check)
 
     # ------------------------------------------------------------------ objective
 

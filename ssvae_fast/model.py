@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from . import backends, objective, reference, validation
+from . import backends, objective, reference, saving, validation
 from .functional import ACTIVATIONS, LIKELIHOODS
 from .networks import Classifier, ConvClassifier, Decoder, Encoder
 
@@ -115,24 +115,14 @@ class M2(nn.Module):
 
     def save(self, path) -> None:
         """Write the constructor's arguments and the parameters to `path` (one file; `M2.load` reads it)."""
-        torch.save({"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": self.state_dict()}, path)
+        saving.save(self, path, CHECKPOINT_FORMAT)
 
     @classmethod
     def load(cls, path, *, backend: str = "auto", map_location="cpu") -> "M2":
         """The model `M2.save` wrote to `path`, its tensors on `map_location`, with the given backend.
 
         Reads with `torch.load(weights_only=True)`: a checkpoint holds tensors and plain values only."""
-        try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # pickle, zip and weights_only errors all mean "not a checkpoint we wrote"
-            raise ValueError(f"{path}: not an M2 checkpoint written by M2.save ({exc.__class__.__name__})") from None
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: not an M2 checkpoint written by M2.save")
-        model = cls(**checkpoint["config"], backend=backend)
-        model.load_state_dict(checkpoint["state_dict"], assign=True)  # the tensors as loaded: their device
-        return model
+        return saving.load(cls, path, CHECKPOINT_FORMAT, lambda config: cls(**config, backend=backend), map_location)
 
     def resolved_backend(self, device: Optional[torch.device] = None) -> str:
         """The concrete backend the loss uses on `device` (default: the parameters' device)."""
@@ -397,16 +387,7 @@ class M2(nn.Module):
 
     def _images(self, x, where: str) -> torch.Tensor:
         """x (B, D) checked as the model's input images (type, shape, dtype, device; values when on)."""
-        weight = self.classifier.output.weight
-        validation.tensor(where, "x", x)
-        if x.dim() != 2 or x.shape[1] != self.x_dim:
-            validation.fail(where, "x", f"a (B, {self.x_dim}) tensor (D = x_dim = {self.x_dim})",
-                            validation.describe(x))
-        validation.floating(where, "x", x)
-        validation.on_device(where, "x", x, weight.device)
-        validation.same_dtype(where, "x", x, weight.dtype, "the model's parameters")
-        validation.check_values(where, (self._inputs_check(), "x", x))
-        return x
+        return validation.model_inputs(where, x, self.x_dim, self.classifier.output.weight, self._inputs_check())
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

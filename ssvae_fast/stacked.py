@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from . import saving
 from .m1 import M1
 from .model import M2
 
@@ -66,7 +67,7 @@ class M1M2(nn.Module):
         return self
 
     def save(self, path) -> None:
-        torch.save({"format": CHECKPOINT_FORMAT, "config": self.config, "state_dict": self.state_dict()}, path)
+        saving.save(self, path, CHECKPOINT_FORMAT)
 
     @classmethod
     def from_config(cls, config: dict, *, backend: str = "auto") -> "M1M2":
@@ -74,17 +75,8 @@ class M1M2(nn.Module):
 
     @classmethod
     def load(cls, path, *, backend: str = "auto", map_location="cpu") -> "M1M2":
-        try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise ValueError(f"{path}: not an M1M2 checkpoint written by M1M2.save ({exc.__class__.__name__})") from None
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: not an M1M2 checkpoint written by M1M2.save")
-        model = cls.from_config(checkpoint["config"], backend=backend)
-        model.load_state_dict(checkpoint["state_dict"], assign=True)
-        return model
+        return saving.load(cls, path, CHECKPOINT_FORMAT, lambda config: cls.from_config(config, backend=backend),
+                           map_location)
 
     # ------------------------------------------------------------------ features
 

@@ -155,6 +155,19 @@ def choice(where, name: str, value, choices: tuple) -> str:
     return value
 
 
+def model_inputs(where, x, x_dim: int, weight: Tensor, values) -> Tensor:
+    """x checked as a model's (B, x_dim) inputs: a floating tensor on `weight`'s device in its dtype, and
+    (when value checks are on) passing `values` (e.g. `unit_interval`)."""
+    tensor(where, "x", x)
+    if x.dim() != 2 or x.shape[1] != x_dim:
+        fail(where, "x", f"a (B, {x_dim}) tensor (D = x_dim = {x_dim})", describe(x))
+    floating(where, "x", x)
+    on_device(where, "x", x, weight.device)
+    same_dtype(where, "x", x, weight.dtype, "the model's parameters")
+    check_values(where, (values, "x", x))
+    return x
+
+
 def alpha(where, value, name: str = "alpha") -> float:
     """A loss weight (alpha, the classification weight, by default): a real number (or a one-element tensor),
     finite and >= 0. Needs no device synchronization for a Python number, so it is always checked."""

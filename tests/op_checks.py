@@ -147,6 +147,18 @@ def check_op_against_torch(fast_fn, torch_fn, make_inputs, *, device, dtypes=(to
             assert_close_to_reference(fast[key], ref_lo[key], ref64[key], name=f"{name} {dtype} {key}")
 
 
+def strided_output_layer_inputs(h64, w64, b64, x64, dtype, device, *, bias: bool, x_grad: bool) -> dict:
+    """The output-layer ops' every-class inputs with awkward strides: h64 (C, N, H) seen as (N, C, H), w64
+    (H, D) as a column-major (D, H) weight, x64 (N, 2D) as (N, D) with stride 2 along D; b64 (D,) or no
+    bias."""
+    return {
+        "h": leaf(h64, dtype, device).transpose(0, 1).detach().requires_grad_(True),
+        "weight": leaf(w64, dtype, device).t().detach().requires_grad_(True),
+        "bias": leaf(b64, dtype, device) if bias else None,
+        "x": leaf(x64, dtype, device)[:, ::2].detach().requires_grad_(x_grad),
+    }
+
+
 def rand(*shape, seed, scale=1.0, uniform=False):
     """float64 draws on the CPU (the same numbers on every device), uniform in [0, 1) or normal, times scale."""
     g = torch.Generator().manual_seed(seed)

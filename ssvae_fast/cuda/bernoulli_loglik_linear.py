@@ -28,24 +28,32 @@ def _launch(
     n_labelled: int, n_classes: int, precision: str,
 ) -> None:
     """ll (M,) and, when s is given, s (M, D), both contiguous and preallocated; h (M, H) rows, M > 0."""
-    M, H = h.shape
-    D = weight.shape[0]
+    M, D = h.shape[0], weight.shape[0]
     ext = extension()
     ll_partial = h.new_empty((cdiv(D, ext.BERNOULLI_BLOCK_D), M), dtype=compute_dtype(h.dtype))
     with torch.cuda.device(h.device):
         ext.bernoulli_loglik_linear_forward(
-            h_ptr=h.data_ptr(), weight_ptr=weight.data_ptr(), bias_ptr=ptr(bias), x_ptr=x.data_ptr(),
-            s_ptr=ptr(s), ll_partial_ptr=ll_partial.data_ptr(), ll_ptr=ll.data_ptr(),
-            # C = 0 only when M == n_labelled (no enumerated row): the kernel never divides by it then, and
-            # takes max(C, 1) so that its C >= 1 invariant holds for every M > 0.
-            M=M, D=D, H=H, C=max(n_classes, 1), n_l=n_labelled,
-            stride_hm=h.stride(0), stride_hk=h.stride(1),
-            stride_wd=weight.stride(0), stride_wk=weight.stride(1),
-            stride_b=0 if bias is None else bias.stride(0),
-            stride_xn=x.stride(0), stride_xd=x.stride(1),
-            precision="ieee" if h.dtype == torch.float64 else precision,
-            dtype=dtype_name(h), stream=stream(h),
-        )
+            **linear_loglik_arguments(h, weight, bias, x, s, ll_partial, ll, n_labelled, n_classes, precision))
+
+
+def linear_loglik_arguments(h, weight, bias, x, s, ll_partial, ll, n_labelled: int, n_classes: int,
+                            precision: str) -> dict:
+    """The keyword arguments the tile kernels' launchers share (csrc/cuda/bernoulli_loglik_linear.cu: the
+    Bernoulli and the Gaussian launcher take these, the Gaussian one also its precision vector)."""
+    M, H = h.shape
+    return dict(
+        h_ptr=h.data_ptr(), weight_ptr=weight.data_ptr(), bias_ptr=ptr(bias), x_ptr=x.data_ptr(),
+        s_ptr=ptr(s), ll_partial_ptr=ll_partial.data_ptr(), ll_ptr=ll.data_ptr(),
+        # C = 0 only when M == n_labelled (no enumerated row): the kernel never divides by it then, and
+        # takes max(C, 1) so that its C >= 1 invariant holds for every M > 0.
+        M=M, D=weight.shape[0], H=H, C=max(n_classes, 1), n_l=n_labelled,
+        stride_hm=h.stride(0), stride_hk=h.stride(1),
+        stride_wd=weight.stride(0), stride_wk=weight.stride(1),
+        stride_b=0 if bias is None else bias.stride(0),
+        stride_xn=x.stride(0), stride_xd=x.stride(1),
+        precision="ieee" if h.dtype == torch.float64 else precision,
+        dtype=dtype_name(h), stream=stream(h),
+    )
 
 
 def forward(

@@ -13,9 +13,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._launch import cdiv, compute_dtype, dtype_name, ptr, stream
+from .._launch import cdiv, compute_dtype, ptr
 from ..rows import gaussian_linear_vjp_from_s
 from . import check_precision, extension, get_precision, require_cuda
+from .bernoulli_loglik_linear import linear_loglik_arguments
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -42,8 +43,7 @@ def _launch(
     n_labelled: int, n_classes: int, precision: str,
 ) -> None:
     """ll (M,) and, when s is given, s (M, D), both contiguous and preallocated; h (M, H) rows, M > 0."""
-    M, H = h.shape
-    D = weight.shape[0]
+    M, D = h.shape[0], weight.shape[0]
     ext = _extension()
     acc = compute_dtype(h.dtype)
     v = logvar.to(acc)
@@ -51,19 +51,8 @@ def _launch(
     ll_partial = h.new_empty((cdiv(D, ext.GAUSSIAN_BLOCK_D), M), dtype=acc)
     with torch.cuda.device(h.device):
         ext.gaussian_loglik_linear_forward(
-            h_ptr=h.data_ptr(), weight_ptr=weight.data_ptr(), bias_ptr=ptr(bias), x_ptr=x.data_ptr(),
-            s_ptr=ptr(s), ll_partial_ptr=ll_partial.data_ptr(), ll_ptr=ll.data_ptr(),
-            # C = 0 only when M == n_labelled (no enumerated row): the kernel never divides by it then, and
-            # takes max(C, 1) so that its C >= 1 invariant holds for every M > 0.
-            M=M, D=D, H=H, C=max(n_classes, 1), n_l=n_labelled,
-            stride_hm=h.stride(0), stride_hk=h.stride(1),
-            stride_wd=weight.stride(0), stride_wk=weight.stride(1),
-            stride_b=0 if bias is None else bias.stride(0),
-            stride_xn=x.stride(0), stride_xd=x.stride(1),
             precision_vec_ptr=ptr(precisions),
-            precision="ieee" if h.dtype == torch.float64 else precision,
-            dtype=dtype_name(h), stream=stream(h),
-        )
+            **linear_loglik_arguments(h, weight, bias, x, s, ll_partial, ll, n_labelled, n_classes, precision))
     # The kernel's -0.5 sum_d p r^2 plus the row-independent -0.5 (sum_d v_d + D log 2 pi), a 0-d tensor in
     # the compute dtype (no host sync). 16-bit ll: added in float32, then rounded to the input dtype.
     offset = (v.sum() + D * LOG_2PI).mul_(-0.5)

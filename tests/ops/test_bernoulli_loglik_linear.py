@@ -20,7 +20,8 @@ from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch
 from tests.op_checks import (COMPILED, EXTREME, GPU_BACKENDS, HAS_CUDA, RECOMPUTE_BACKENDS, backend_param,
                              check_bernoulli_labelled_prefix, check_op_against_torch, check_opcheck, device_of,
                              gemm_precision, gpu_precision_params, labelled_prefix_rows, leaf, on_backends, op_of,
-                             outputs_and_grads, per_backend, rand, recompute_logits, registered)
+                             outputs_and_grads, per_backend, rand, recompute_logits, registered,
+                             strided_output_layer_inputs)
 
 pytestmark = pytest.mark.usefixtures("exact_gemm")
 
@@ -50,12 +51,7 @@ def test_matches_torch(backend, N, C, H, D, bias, x_grad):
     x64 = rand(N, 2 * D, seed=16, uniform=True)
 
     def make(dtype):
-        return {
-            "h": leaf(h64, dtype, device).transpose(0, 1).detach().requires_grad_(True),  # (N, C, H), strided
-            "weight": leaf(w64, dtype, device).t().detach().requires_grad_(True),  # (D, H), column-major
-            "bias": leaf(b64, dtype, device) if bias else None,
-            "x": leaf(x64, dtype, device)[:, ::2].detach().requires_grad_(x_grad),  # (N, D), stride 2 along D
-        }
+        return strided_output_layer_inputs(h64, w64, b64, x64, dtype, device, bias=bias, x_grad=x_grad)
 
     check_op_against_torch(_op(backend), torch_face, make, device=device)
 

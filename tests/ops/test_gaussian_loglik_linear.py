@@ -17,7 +17,7 @@ import torch
 from ssvae_fast.ops import gaussian_loglik_linear as module
 from ssvae_fast.ops.gaussian_loglik_linear import gaussian_loglik_linear_torch as torch_face
 from tests.op_checks import (COMPILED, check_op_against_torch, check_opcheck, device_of, labelled_prefix_rows, leaf,
-                             on_backends, per_backend, rand, registered)
+                             on_backends, per_backend, rand, registered, strided_output_layer_inputs)
 
 pytestmark = pytest.mark.usefixtures("exact_gemm")
 
@@ -81,13 +81,8 @@ def test_matches_torch(backend, N, C, H, D, bias, x_grad):
     v64, x64 = _logvar(D, 17), rand(N, 2 * D, seed=16)
 
     def make(dtype):
-        return {
-            "h": leaf(h64, dtype, device).transpose(0, 1).detach().requires_grad_(True),  # (N, C, H), strided
-            "weight": leaf(w64, dtype, device).t().detach().requires_grad_(True),  # (D, H), column-major
-            "bias": leaf(b64, dtype, device) if bias else None,
-            "logvar": leaf(v64, dtype, device),
-            "x": leaf(x64, dtype, device)[:, ::2].detach().requires_grad_(x_grad),  # (N, D), stride 2 along D
-        }
+        inputs = strided_output_layer_inputs(h64, w64, b64, x64, dtype, device, bias=bias, x_grad=x_grad)
+        return {**inputs, "logvar": leaf(v64, dtype, device)}
 
     check_op_against_torch(_op(backend), torch_face, make, device=device)
 
