@@ -24,13 +24,18 @@ def test_kl_weight_schedule():
     assert kl_weight(1, 0) == 1.0
 
 
-def test_m1_run_reports_its_bounds_in_nats(capsys):
-    result = train(TrainConfig(**SMALL, model="m1", iw_samples=64))
+def test_m1_run_reports_its_bounds_in_nats(tmp_path, capsys):
+    result = train(TrainConfig(**SMALL, model="m1", iw_samples=64), out=str(tmp_path))
     test = result.test
     assert test["iw_samples"] == 64 and test["n_test"] == result.split.n_test
     assert test["log_likelihood"] > test["elbo"]  # the importance-weighted bound is the tighter one
     assert result.m1.val_elbo is not None and result.test_accuracy is None
     assert "nats" in result.summary()
+    from ssvae_fast import M1
+
+    assert M1.load(tmp_path / "m1.pt").z_dim == 6
+    assert main(["evaluate", str(tmp_path)]) == 1  # one line naming M1.load, not a missing best.pt
+    assert "M1.load" in capsys.readouterr().err
 
 
 def test_m1m2_run_and_resume(tmp_path):

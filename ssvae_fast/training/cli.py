@@ -196,6 +196,10 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_run(args) -> tuple:
     """(checkpoint path, checkpoint dict) that --checkpoint names; a run without a validation split has
     no best.pt, and its last.pt stands for it."""
+    m1_file = os.path.join(args.run_dir, "m1.pt")
+    if os.path.exists(m1_file) and not os.path.exists(os.path.join(args.run_dir, LAST)):
+        raise TrainingError(f"{args.run_dir} is an M1 run (--model m1): its bounds were printed by train; "
+                            f"load its model with ssvae_fast.M1.load({m1_file!r})")
     path = os.path.join(args.run_dir, BEST if args.checkpoint == "best" else LAST)
     if args.checkpoint == "best" and not os.path.exists(path) and os.path.exists(os.path.join(args.run_dir, LAST)):
         last = checkpoint.load(os.path.join(args.run_dir, LAST), map_location=args.device)
