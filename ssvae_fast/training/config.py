@@ -24,11 +24,12 @@ DATASET_DEFAULTS = {
         m1_steps=3000, m1_hidden=(256,), m1_z_dim=16, m1_lr=1e-3, m1_batch_size=64,
     ),
     # The best MNIST (t10k protocol) setting on validation so far: 100 + 100 examples a step, alpha 200,
-    # gradient-norm clipping at 5, cosine schedule; validation accuracy still rises with the run's length.
+    # gradient-norm clipping at 5, cosine schedule, dynamic binarization (draws 100-102: 81.5% mean against
+    # 80.9% without it); validation accuracy still rises with the run's length.
     "mnist": dict(
         steps=15000, epochs=None, eval_every=None, val_size=1000, hidden=(500,), z_dim=50, activation="softplus",
         batch_size=100, labelled_batch_size=None, lr=1e-3, lr_schedule="cosine", lr_final=None, alpha=200.0,
-        clip_grad=5.0, binarize="none",
+        clip_grad=5.0, binarize="dynamic",
         m1_steps=10000, m1_hidden=(600, 600), m1_z_dim=50, m1_lr=1e-3, m1_batch_size=100,
     ),
 }
