@@ -355,6 +355,7 @@ class M2(nn.Module):
             return eps.to(dtype)
 
         K = n_samples
+        checks = []
         eps_l = noise(eps_l, (K * n_l, Z), "eps_l", "K n_l, z_dim: one draw per labelled example and sample")
         if estimator == "enumerate":
             eps_u = noise(eps_u, (K * n_u, C, Z), "eps_u",
@@ -369,13 +370,14 @@ class M2(nn.Module):
                 gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(dtype).tiny)))
             else:
                 gumbel = noise(gumbel, (K * n_u, C), "gumbel", "K n_u, C: Gumbel(0, 1) noise per unlabelled example")
+                checks.append((validation.finite, "gumbel", gumbel))
         inputs_check = self._inputs_check()
         validation.check_values(
             where,
             (inputs_check, "x_l", x_l),
             (inputs_check, "x_u", x_u),
             (validation.class_indices, "y_l", y_l, C),
-            (validation.finite, "gumbel", gumbel),
+            *checks,
         )
         return x_l, y_l, x_u, eps_l, eps_u, gumbel
 

@@ -249,6 +249,10 @@ def test_gumbel_estimator_input_checks():
         model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="gumbel", temperature=0.0)
     with pytest.raises(ValueError, match="estimator"):
         model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="sample")
+    with pytest.raises(ValueError, match="gumbel"):
+        model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="gumbel", gumbel=torch.full((3, 4), float("nan")))
+    with pytest.raises(ValueError, match="gumbel"):  # noise for an estimator that does not use it
+        model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, gumbel=torch.zeros(3, 4))
     loss = model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, estimator="gumbel", generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(loss)
 
