@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -384,6 +385,43 @@ class M2(nn.Module):
     def _inputs_check(self):
         """The value check of the inputs: in [0, 1] for the Bernoulli likelihood, finite for the Gaussian."""
         return validation.unit_interval if self.likelihood == "bernoulli" else validation.finite
+
+    # ------------------------------------------------------------------ bounds in nats
+
+    @torch.no_grad()
+    def elbo(self, x: torch.Tensor, *, n_samples: int = 1, generator: Optional[torch.Generator] = None):
+        """The ELBO of each unlabelled x in nats, (B,): sum_c q(c|x) [-L(x, c)] - sum_c q(c|x) log q(c|x) (minus
+        the unlabelled loss), averaged over `n_samples` draws of z per (x, c); the model's backend."""
+        x = self._images(x, "M2.elbo")
+        return -self.loss(None, None, x, alpha=0.0, n_samples=n_samples, reduction="none", generator=generator)
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, *, n_samples: int = 1000, batch_size: int = 100,
+                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """An importance-weighted bound on log p(x) in nats, (B,): the sum over classes stays exact and each
+        p(x|y) is estimated from K = n_samples draws of q(z|x, y),
+
+            log p(x) >= E log sum_y p(y) (1/K) sum_k p(x|y, z_k) p(z_k) / q(z_k|x, y)
+
+        (an unbiased estimate of p(x) inside the log). Plain torch on the model's networks."""
+        x = self._images(x, "M2.log_likelihood")
+        K = validation.positive_int("M2.log_likelihood", "n_samples", n_samples)
+        C, Z = self.n_classes, self.z_dim
+        parts = []
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size]
+            B = xb.shape[0]
+            y = torch.eye(C, dtype=x.dtype, device=x.device).repeat(B, 1)  # (B C, C): class c of example b
+            x_rows = xb.repeat_interleave(C, 0)
+            mu, logvar = self.encoder(x_rows, y)
+            eps = torch.randn(B * C, K, Z, dtype=x.dtype, device=x.device, generator=generator)
+            z = mu.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps  # (B C, K, Z)
+            out = self.decoder(z.reshape(B * C * K, Z), y.repeat_interleave(K, 0))
+            ll = self.decoder.log_likelihood(out, x_rows.repeat_interleave(K, 0)).view(B * C, K)
+            log_w = ll - 0.5 * (z.square() - eps.square()).sum(-1) + 0.5 * logvar.sum(-1, keepdim=True)
+            log_w = log_w.double().view(B, C * K)
+            parts.append(torch.logsumexp(log_w, dim=1) - math.log(K) - math.log(C))
+        return torch.cat(parts).to(x.dtype)
 
     # ------------------------------------------------------------------ inference
 

@@ -276,3 +276,39 @@ def test_conv_classifier_composes_with_the_fused_objective(backend):
     assert model.config["classifier"] == "conv"
     with pytest.raises(ValueError, match="square"):
         M2(50, 4, 3, classifier="conv")
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_m2_bounds_in_nats(likelihood):
+    """M2.log_likelihood(x, K) is log sum_y p(y) (1/K) sum_k p(x|y,z_k) p(z_k) / q(z_k|x,y) over explicit draws
+    (torch.distributions, float64, the same noise); M2.elbo(x) is minus the unlabelled loss; with many
+    samples the bound lies above the ELBO."""
+    model = make_model(13, 4, 3, 9, dtype=torch.float64, likelihood=likelihood)
+    x = (torch.rand(5, 13, generator=torch.Generator().manual_seed(18), dtype=torch.float64) < 0.4).double()
+    K = 7
+    got = model.log_likelihood(x, n_samples=K, generator=torch.Generator().manual_seed(19))
+    eps = torch.randn(5 * 4, K, 3, generator=torch.Generator().manual_seed(19), dtype=torch.float64)
+    with torch.no_grad():
+        total = []
+        for b in range(5):
+            terms = []
+            for c in range(4):
+                y = torch.nn.functional.one_hot(torch.tensor([c]), 4).double()
+                mu, logvar = model.encoder(x[b : b + 1], y)
+                q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+                z = mu + torch.exp(0.5 * logvar) * eps[b * 4 + c]
+                out = model.decoder(z, y.expand(K, 4))
+                if likelihood == "gaussian":
+                    log_px = torch.distributions.Normal(out, torch.exp(0.5 * model.decoder.logvar)).log_prob(x[b]).sum(-1)
+                else:
+                    log_px = torch.distributions.Bernoulli(logits=out).log_prob(x[b]).sum(-1)
+                log_w = log_px + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+                terms.append(log_w - math.log(4))
+            total.append(torch.logsumexp(torch.cat(terms), 0) - math.log(K))
+    torch.testing.assert_close(got, torch.stack(total), rtol=1e-11, atol=1e-10)
+    g = torch.Generator().manual_seed(20)
+    eps_u = torch.randn(5, 4, 3, generator=g, dtype=torch.float64)
+    elbo = model.elbo(x, generator=torch.Generator().manual_seed(20))
+    torch.testing.assert_close(elbo, -model.loss(None, None, x, alpha=0.0, eps_u=eps_u, reduction="none"))
+    many = model.log_likelihood(x, n_samples=400, generator=torch.Generator().manual_seed(21)).mean()
+    assert many > model.elbo(x, n_samples=200, generator=torch.Generator().manual_seed(22)).mean()
