@@ -15,7 +15,8 @@ from torch import Tensor
 from .. import _ext
 from .._launch import dtype_name, ptr
 from ..rows import per_example_sum
-from .bernoulli_loglik_linear import CHUNK_ROWS, resolve_precision  # noqa: F401  (the same GEMM precision)
+# The same GEMM precision, and the Bernoulli op's recompute setting (`keeps_s`) serves both ops.
+from .bernoulli_loglik_linear import CHUNK_ROWS, keeps_s, resolve_precision  # noqa: F401
 
 
 def _means_and_s(h: Tensor, weight: Tensor, bias: Optional[Tensor], logvar: Tensor, x: Tensor, n_l: int, C: int,

@@ -21,6 +21,10 @@ from .bernoulli_loglik_linear import linear_loglik_arguments
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def keeps_s() -> bool:
+    return True
+
+
 def resolve_precision(precision: Optional[str]) -> str:
     """The means GEMM's precision (the Bernoulli op's setting): `precision`, or the module setting
     (`set_precision`) when None."""

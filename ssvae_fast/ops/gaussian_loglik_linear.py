@@ -155,7 +155,8 @@ def gaussian_loglik_linear(
     n_l + j * C + c scores x[n_l + j] -> ll (M,). weight (D, H); bias (D,) or None; logvar (D,). x and logvar
     must be finite (checked unless `ssvae_fast.set_validation(False)`). Differentiable in h, weight, bias,
     logvar and x; deterministic. When a gradient is needed the forward keeps s = exp(-logvar) (x - mu),
-    (M, D), for the backward. precision: the in-kernel GEMM's, as for `bernoulli_loglik_linear`.
+    (M, D), for the backward, unless the backend's recompute setting (the Bernoulli op's) is on: then the
+    backward recomputes it. precision: the in-kernel GEMM's, as for `bernoulli_loglik_linear`.
     """
     if backend == "torch":
         return gaussian_loglik_linear_torch(h, weight, bias, logvar, x, n_labelled)
@@ -165,7 +166,7 @@ def gaussian_loglik_linear(
     kernels = IMPLEMENTATIONS.module(backend)
     precision = kernels.resolve_precision(precision)
     tensors = (h, weight, bias, logvar, x)
-    store_s = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    store_s = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors) and kernels.keeps_s()
     op = IMPLEMENTATIONS[backend]
     if h.dim() == 3:  # every class of every example: the 2-D form with n_l = 0
         N, _, H = h.shape

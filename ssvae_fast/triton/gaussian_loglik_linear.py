@@ -31,7 +31,8 @@ import triton.language as tl
 from .._launch import compute_dtype
 from ..rows import gaussian_linear_vjp_from_s
 from . import device_guard, is_fp64, to_compute
-from .bernoulli_loglik_linear import BLOCK_D, _grid, _logits_and_x_tile, gemm_configs, resolve_precision
+from .bernoulli_loglik_linear import (  # noqa: F401  (keeps_s: the Bernoulli op's recompute setting serves both)
+    BLOCK_D, _grid, _logits_and_x_tile, gemm_configs, keeps_s, resolve_precision)
 
 __all__ = ["forward", "backward", "resolve_precision"]
 

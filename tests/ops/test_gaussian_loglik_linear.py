@@ -16,8 +16,9 @@ import torch
 
 from ssvae_fast.ops import gaussian_loglik_linear as module
 from ssvae_fast.ops.gaussian_loglik_linear import gaussian_loglik_linear_torch as torch_face
-from tests.op_checks import (COMPILED, check_op_against_torch, check_opcheck, device_of, labelled_prefix_rows, leaf,
-                             on_backends, per_backend, rand, registered, strided_output_layer_inputs)
+from tests.op_checks import (COMPILED, RECOMPUTE_BACKENDS, check_op_against_torch, check_opcheck, device_of,
+                             labelled_prefix_rows, leaf, on_backends, per_backend, rand, recompute_logits, registered,
+                             strided_output_layer_inputs)
 
 pytestmark = pytest.mark.usefixtures("exact_gemm")
 
@@ -214,3 +215,21 @@ def test_backward_op_without_stored_s_recomputes(backend):
     recomputed = fused.backward_op(g, h, w, b, v, x, h.new_empty((0,)), 2, 3, "ieee", *needs)
     for a_, b_ in zip(stored, recomputed):
         torch.testing.assert_close(a_, b_, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", on_backends(*RECOMPUTE_BACKENDS))
+def test_recompute_setting_matches_torch(backend):
+    """Under the backend's recompute setting the forward keeps nothing of size (rows, D); the backward
+    recomputes s: the same results."""
+    device = device_of(backend)
+    h64, w64, b64 = rand(9, 19, seed=50), rand(37, 19, seed=51, scale=0.3), rand(37, seed=52)
+    v64, x64 = _logvar(37, 53), rand(5, 37, seed=54)
+
+    def make(dtype):
+        return {"h": leaf(h64, dtype, device), "weight": leaf(w64, dtype, device), "bias": leaf(b64, dtype, device),
+                "logvar": leaf(v64, dtype, device), "x": leaf(x64, dtype, device), "n_labelled": 3}
+
+    kernels = module.IMPLEMENTATIONS.module(backend)
+    with recompute_logits(backend):
+        assert not kernels.keeps_s()
+        check_op_against_torch(_op(backend), torch_face, make, device=device)
