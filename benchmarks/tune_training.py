@@ -63,6 +63,7 @@ CANDIDATES = {
         "dynamic": {"binarize": "dynamic"},
         "u300": {"batch_size": 300},
         "a1000": {"alpha": 1000.0},
+        "30k": {"steps": 30000},
         "m1m2": {"model": "m1m2"},
         "m1m2-dynamic": {"model": "m1m2", "binarize": "dynamic"},
         "m1m2-a50": {"model": "m1m2", "alpha": 50.0},
