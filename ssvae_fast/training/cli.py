@@ -80,7 +80,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--resume", default=None, metavar="DIR", help="continue the run in DIR from its last.pt")
     add("--no-progress", action="store_true", help="no progress bar")
     add("--json", default=None, help="also write the result(s) and history to this JSON file")
-    add("--save", default=None, metavar="FILE", help="save the selected model (M2.load reads it)")
+    add("--save", default=None, metavar="FILE",
+        help="save the selected model (M2.load, M1M2.load or M1.load reads it, by --model)")
     add("--figure", default=None, metavar="PNG",
         help="draw the first test image of each class and its style under every class")
 
