@@ -66,7 +66,7 @@ def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps
     n_l, n_u = x_l.shape[0], x_u.shape[0]
     n_classes, z_dim = w.enc_columns.shape[1], w.dec_input.shape[1]
 
-    x_all = torch.cat([x_l, x_u]) if n_l and n_u else (x_l if n_l else x_u)
+    x_all = _labelled_first(x_l, x_u)
     logits_y = w.classifier(x_all)
 
     # Rows: labelled example i (class y_i) for i < n_l, then (j, c) for unlabelled example j and class c.
@@ -74,7 +74,7 @@ def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps
     h = ops.class_conditional_activation(x_all @ w.enc_input.t(), w.enc_columns, y_l, w.enc_activation)
     head = w.enc_rest(h)
     eps_rows = eps_u.reshape(n_u * n_classes, z_dim)
-    eps = torch.cat([eps_l, eps_rows]) if n_l and n_u else (eps_l if n_l else eps_rows)
+    eps = _labelled_first(eps_l, eps_rows)
     z, kl = ops.gaussian_reparam_kl(head, eps)
     classes = torch.arange(n_classes, device=x_all.device).repeat(n_u)
     classes = torch.cat([y_l, classes]) if n_l else classes
@@ -99,7 +99,7 @@ def per_example_losses_relaxed(ops, weights: ObjectiveWeights, x_l, y_l, x_u, ep
     w = weights
     n_l, n_u = x_l.shape[0], x_u.shape[0]
     n_classes = w.enc_columns.shape[1]
-    x_all = torch.cat([x_l, x_u]) if n_l and n_u else (x_l if n_l else x_u)
+    x_all = _labelled_first(x_l, x_u)
     logits_y = w.classifier(x_all)
     y_soft = torch.softmax((torch.log_softmax(logits_y[n_l:], dim=-1) + gumbel) / temperature, dim=-1)
 
@@ -110,7 +110,7 @@ def per_example_losses_relaxed(ops, weights: ObjectiveWeights, x_l, y_l, x_u, ep
         return torch.cat(rows) if len(rows) == 2 else rows[0]
 
     h = first_layer(x_all @ w.enc_input.t(), w.enc_columns, w.enc_activation)
-    eps = torch.cat([eps_l, eps_u]) if n_l and n_u else (eps_l if n_l else eps_u)
+    eps = _labelled_first(eps_l, eps_u)
     z, kl = ops.gaussian_reparam_kl(w.enc_rest(h), eps)
     h_dec = first_layer(z @ w.dec_input.t(), w.dec_columns, w.dec_activation)
     ll = log_likelihood(ops, w, w.dec_hidden(h_dec), x_all, x_all.shape[0])  # one row per example
@@ -133,3 +133,10 @@ def output_log_likelihood(ops, weight: Tensor, bias, logvar, h: Tensor, x: Tenso
     if logvar is None:
         return ops.bernoulli_loglik_linear(h, weight, bias, x, n_labelled)
     return ops.gaussian_loglik_linear(h, weight, bias, logvar, x, n_labelled)
+
+
+def _labelled_first(labelled: Tensor, unlabelled: Tensor) -> Tensor:
+    """The labelled part's rows, then the unlabelled part's (no copy when one part is empty)."""
+    if labelled.shape[0] and unlabelled.shape[0]:
+        return torch.cat([labelled, unlabelled])
+    return labelled if labelled.shape[0] else unlabelled

@@ -61,16 +61,17 @@ def train_m1(cfg: TrainConfig, split: data.SemiSupervisedSplit, device, *, progr
         loss = model.loss(xb, eps=eps, kl_weight=kl_weight(step, cfg.warmup), n_samples=cfg.samples)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if not math.isfinite(float(loss.detach())):
+        value = float(loss.detach())
+        if not math.isfinite(value):
             bar.close()
-            raise TrainingError(f"M1, step {step}: the loss is not finite ({float(loss.detach())})")
+            raise TrainingError(f"M1, step {step}: the loss is not finite ({value})")
         if cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         optimizer.step()
         scheduler.step()
         bar.update(1)
         if step % 100 == 0:
-            bar.set_postfix(loss=f"{float(loss.detach()):.2f}")
+            bar.set_postfix(loss=f"{value:.2f}")
     bar.close()
     wall = time.perf_counter() - start
     model.eval()
