@@ -1,7 +1,7 @@
 // What the pybind11 modules ssvae_fast._C (csrc/bindings.cpp) and ssvae_fast._C_cuda
 // (csrc/bindings_cuda.cpp) share: data pointers passed as Python ints, argument checks that raise
 // ValueError (std::invalid_argument) naming the function, the parsing of the dtype / activation /
-// precision strings, the float32 / float64 dispatch of the CPU kernels, and the binding of a launcher
+// precision strings, the float32 / float64 / bfloat16 dispatch of the CPU kernels, and the binding of a launcher
 // whose keyword arguments are the members of its argument struct.
 #pragma once
 
@@ -14,6 +14,8 @@
 #include <string>
 #include <tuple>
 #include <utility>
+
+#include "cpu/bfloat16.h"
 
 namespace ssvae_fast {
 namespace bindings {
@@ -93,17 +95,25 @@ class Checks {
   std::string where_;
 };
 
-// Calls fn(float{}) or fn(double{}) for the dtype string "float32" or "float64" (else ValueError
-// "<module>: unsupported dtype ..."), with the GIL released during the call.
+// Calls fn(float{}), fn(double{}) or fn(cpu::bf16_t{}) for the dtype string "float32", "float64" or
+// "bfloat16" (else ValueError "<module>: unsupported dtype ..."), with the GIL released during the call.
 template <typename Fn>
 void dispatch_float(const char* module, const std::string& dtype, Fn&& fn) {
-  const bool is_double =
-      parse_choice<bool>(module, "unsupported dtype", dtype, {{"float32", false}, {"float64", true}});
+  enum class Storage { kFloat32, kFloat64, kBFloat16 };
+  const Storage storage = parse_choice<Storage>(
+      module, "unsupported dtype", dtype,
+      {{"float32", Storage::kFloat32}, {"float64", Storage::kFloat64}, {"bfloat16", Storage::kBFloat16}});
   py::gil_scoped_release no_gil;
-  if (is_double) {
-    fn(double{});
-  } else {
-    fn(float{});
+  switch (storage) {
+    case Storage::kFloat32:
+      fn(float{});
+      break;
+    case Storage::kFloat64:
+      fn(double{});
+      break;
+    case Storage::kBFloat16:
+      fn(cpu::bf16_t{});
+      break;
   }
 }
 

@@ -1,9 +1,12 @@
 // pybind11 module ssvae_fast._C: the CPU kernels (no torch headers; torch is never needed to build).
 //
 // Every kernel takes raw data pointers as Python ints (`tensor.data_ptr()`), sizes as int64 and a dtype
-// string ("float32" or "float64"); the op modules (ssvae_fast/ops/<op>.py) check shapes and devices, the
-// launchers (ssvae_fast/cpu/<op>.py) make the inputs contiguous and allocate the outputs. Bad arguments
-// raise ValueError (std::invalid_argument). The GIL is released while a kernel runs.
+// string ("float32", "float64" or "bfloat16"): the storage type of the activations, weights and their
+// gradients; per-row results (ll, kl, the losses), the gradients flowing into them and the Gaussian
+// precisions are in its compute type, float32 for "bfloat16" (csrc/cpu/bfloat16.h). The op modules
+// (ssvae_fast/ops/<op>.py) check shapes and devices, the launchers (ssvae_fast/cpu/<op>.py) make the inputs
+// contiguous and allocate the outputs. Bad arguments raise ValueError (std::invalid_argument). The GIL is
+// released while a kernel runs.
 
 #include <pybind11/pybind11.h>
 
@@ -12,6 +15,7 @@
 
 #include "binding_helpers.h"
 #include "cpu/bernoulli_loglik_linear.h"
+#include "cpu/bfloat16.h"
 #include "cpu/class_conditional_activation.h"
 #include "cpu/elbo_reduction.h"
 #include "cpu/gaussian_loglik_linear.h"
@@ -236,7 +240,7 @@ void gaussian_linear_backward_rows(std::uintptr_t s_ptr, std::uintptr_t g_ptr, s
   });
 }
 
-// ---- vec_math.h's float32 helpers over an array, for the accuracy tests ------------------------------
+// ---- vec_math.h's float32 helpers (and bfloat16.h's rounding) over an array, for the accuracy tests ----
 // Each loop is compiled as the kernels compile theirs (the same target clones, picked at load time, and
 // `omp simd`), so the tests measure the code the kernels run, contractions and all.
 #define SSVAE_FAST_VEC_MATH_EVAL(NAME, EXPR)                                 \
@@ -259,6 +263,7 @@ SSVAE_FAST_VEC_MATH_EVAL(sigmoid_from_exp_neg_abs,
                          cpu::sigmoid_from_exp_neg_abs_f32(v, cpu::exp_neg_f32(std::fabs(v))))
 SSVAE_FAST_VEC_MATH_EVAL(softplus, cpu::softplus_f32(v))
 SSVAE_FAST_VEC_MATH_EVAL(sigmoid_from_softplus, cpu::one_minus_exp_neg_f32(cpu::softplus_f32(v)))
+SSVAE_FAST_VEC_MATH_EVAL(bf16_round, cpu::bf16_to_f32(cpu::f32_to_bf16(v)))
 #undef SSVAE_FAST_VEC_MATH_EVAL
 
 void vec_math_eval(const std::string& name, std::uintptr_t in_ptr, std::uintptr_t out_ptr, int64_t n) {
@@ -277,7 +282,8 @@ void vec_math_eval(const std::string& name, std::uintptr_t in_ptr, std::uintptr_
        {"sigmoid", &eval_sigmoid},
        {"sigmoid_from_exp_neg_abs", &eval_sigmoid_from_exp_neg_abs},
        {"softplus", &eval_softplus},
-       {"sigmoid_from_softplus", &eval_sigmoid_from_softplus}});
+       {"sigmoid_from_softplus", &eval_sigmoid_from_softplus},
+       {"bf16_round", &eval_bf16_round}});
   py::gil_scoped_release release;
   eval(Address{in_ptr}, Address{out_ptr}, n);
 }
@@ -350,7 +356,8 @@ be s), db = sum_r g[r] s[r] and q = sum_r g[r] s[r]^2, in double over a fixed pa
 as the kernels compile them: "exp_neg" (exp(-a), a >= 0), "exp", "log1p_unit_poly" (log1p(e), e in [0, 1]),
 "log1p_exp_neg" (log1p(exp(-a)), a >= 0), "one_minus_exp_neg" (1 - exp(-y), y >= 0), "sigmoid",
 "sigmoid_from_exp_neg_abs" (the Bernoulli epilogue's form), "softplus", "sigmoid_from_softplus"
-(1 - exp(-softplus(v)): softplus' from its output). For the accuracy tests.)doc");
+(1 - exp(-softplus(v)): softplus' from its output), "bf16_round" (v rounded to bfloat16 and back, as the
+kernels store bfloat16: csrc/cpu/bfloat16.h). For the accuracy tests.)doc");
   m.def("num_threads", &cpu::num_threads,
         "OpenMP's maximum number of threads (1 when built without OpenMP).");
   m.def("has_openmp", &cpu::has_openmp, "Whether the module was built with OpenMP.");

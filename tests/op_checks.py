@@ -1,7 +1,9 @@
 """Op-level checks shared by the op test modules (tests/ops) and the backend ones: which backends a test runs
 on and where, an op against its plain-torch face (outputs and the gradient of every float input, under
 docs/design.md section 4's rule: each dtype no worse than twice the torch op's own error in that dtype plus
-the floor; float64: the floor), and the cases every backend must pass.
+the floor; float64: the floor; under torch.autocast, no worse than twice the torch op's own error under the
+same autocast plus the autocast dtype's floor, with the same result dtypes), and the cases every backend
+must pass.
 
 Backends as pytest parameters: `on_backends(...)` and `per_backend({backend: cases})` give one parameter
 per backend (and case), skipped with the reason `backends.unavailable_reason` gives where the backend cannot
@@ -27,6 +29,9 @@ HAS_CUDA = torch.cuda.is_available()
 COMPILED = ("cpu", "triton", "cuda")  # the backends whose ops are custom kernels
 GPU_BACKENDS = ("triton", "cuda")
 RECOMPUTE_BACKENDS = ("cpu", "triton")  # the backends with a setting that recomputes the Bernoulli logits
+# The 16-bit dtypes each compiled backend takes (the cpu backend refuses float16: tests/backends/test_cpu.py).
+HALF_DTYPES = {"cpu": (torch.bfloat16,), "triton": (torch.bfloat16, torch.float16),
+               "cuda": (torch.bfloat16, torch.float16)}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -75,6 +80,11 @@ def op_of(backend: str, name: str):
     return getattr(backends.get_ops(backend), name)
 
 
+def half_precision_params(*names: str, gpu_only: bool = False) -> list:
+    """(backend, dtype) parameters: each 16-bit dtype that each backend of `names` takes (HALF_DTYPES)."""
+    return per_backend({name: HALF_DTYPES[name] for name in names}, gpu_only=gpu_only)
+
+
 def gemm_precision(backend: str, precision: str):
     """A context manager: `backend`'s Bernoulli GEMM runs in `precision` within it (the cpu backend has
     only "ieee")."""
@@ -97,6 +107,16 @@ def gpu_precision_params() -> list:
     FMAs ("ieee")."""
     return [backend_param("triton", "ieee", gpu_only=True), backend_param("cuda", "tf32"),
             backend_param("cuda", "ieee")]
+
+
+def half_gemm_params() -> list:
+    """(backend, precision, dtype) parameters of the output-layer ops' 16-bit tests: the cpu backend's
+    bfloat16 ("ieee": torch's GEMMs), and each of `gpu_precision_params` with each 16-bit dtype."""
+    params = [backend_param("cpu", "ieee", torch.bfloat16)]
+    for param in gpu_precision_params():
+        backend, precision = param.values
+        params += [pytest.param(backend, precision, dtype, marks=param.marks) for dtype in HALF_DTYPES[backend]]
+    return params
 
 
 def recompute_logits(backend: str, enabled: bool = True):
@@ -145,6 +165,32 @@ def check_op_against_torch(fast_fn, torch_fn, make_inputs, *, device, dtypes=(to
         for key in ref64:
             assert fast[key].device.type == torch.device(device).type, key
             assert_close_to_reference(fast[key], ref_lo[key], ref64[key], name=f"{name} {dtype} {key}")
+
+
+def check_op_under_autocast(fast_fn, torch_fn, make_inputs, half: tuple = (), *, device,
+                            autocast_dtype=torch.bfloat16):
+    """`fast_fn` against `torch_fn`, both called under torch.autocast(autocast_dtype) on `device` with the float
+    inputs of `make_inputs` in float32 except those named in `half`, in autocast_dtype (as a training step
+    under autocast hands them over: 16-bit activations, float32 parameters and data): the same dtype for every
+    output and gradient, and each within the tolerance rule of the float64 torch op (no worse than twice
+    torch_fn's own error under the same autocast, plus the floor of autocast_dtype). `make_inputs(dtype)`
+    gives the keyword arguments."""
+    name = getattr(fast_fn, "__name__", repr(fast_fn))
+    ref64 = outputs_and_grads(torch_fn, make_inputs(torch.float64))
+
+    def inputs():
+        cast = lambda k, v: v.detach().to(autocast_dtype if k in half else torch.float32)  # noqa: E731
+        return {k: cast(k, v).requires_grad_(v.requires_grad) if isinstance(v, torch.Tensor) and v.is_floating_point()
+                else v for k, v in make_inputs(torch.float64).items()}
+
+    with torch.autocast(torch.device(device).type, dtype=autocast_dtype):
+        fast = outputs_and_grads(fast_fn, inputs())
+        ref = outputs_and_grads(torch_fn, inputs())
+    assert fast.keys() == ref64.keys()
+    for key in ref64:
+        assert fast[key].device.type == torch.device(device).type, key
+        assert_close_to_reference(fast[key], ref[key], ref64[key], name=f"{name} autocast {autocast_dtype} {key}",
+                                  floor_dtype=autocast_dtype)
 
 
 def strided_output_layer_inputs(h64, w64, b64, x64, dtype, device, *, bias: bool, x_grad: bool) -> dict:

@@ -6,15 +6,19 @@ at model level.
   Triton's interpreter), deeper networks, relu, larger sizes (the cpu kernels' parallel paths, several
   cuda tiles), the recompute settings; the check itself catches a wrong op;
 - bitwise determinism of loss + backward; every op on empty inputs; M2 trains;
+- 16-bit: a bf16 model (bf16/fp16 on the GPU backends) and a float32 model under torch.autocast against the
+  rule (the reference in the same dtype, or under the same autocast), both likelihoods on the cpu backend;
+  M2, M1 and M1+M2 train under CPU autocast and as bf16 models, in the reference's dtypes;
 - torch.compile: one graph through the custom ops (forward and backward), no break inside the fused ops,
   inductor;
 - the registry: `get_ops` gives each op module's per-backend functions; the backends' module settings;
-- GPU only: TF32 and bf16/fp16 against the rule, autocast, the current stream, a CUDA-graph-captured
-  training step.
+- GPU only: TF32 against the rule, the current stream, a CUDA-graph-captured training step.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import importlib
 import os
@@ -22,19 +26,19 @@ import os
 import pytest
 import torch
 
-from ssvae_fast import M2, backends
+from ssvae_fast import M1, M1M2, M2, backends
 from ssvae_fast.ops import gaussian_reparam_kl
 from tests.equivalence import (
     MIXES,
     SHAPES,
-    check_autocast_bf16,
+    check_autocast,
     check_backend,
     check_compile_fullgraph,
     check_empty_inputs,
     run,
 )
 from tests.factories import cast_model, make_batch, make_model
-from tests.op_checks import (COMPILED, GPU_BACKENDS, RECOMPUTE_BACKENDS, device_of, gemm_precision,
+from tests.op_checks import (COMPILED, GPU_BACKENDS, HALF_DTYPES, RECOMPUTE_BACKENDS, device_of, gemm_precision,
                              gpu_precision_params, on_backends, per_backend, recompute_logits)
 
 pytestmark = pytest.mark.usefixtures("exact_gemm")
@@ -216,6 +220,34 @@ def test_torch_compile_inductor_model_loss(backend):
         torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["autocast", "bfloat16 model"])
+@pytest.mark.parametrize("backend", on_backends("cpu"))
+def test_torch_compile_model_loss_in_bfloat16(backend, mode):
+    """torch.compile(model.loss) (aot_eager, one graph) under torch.autocast("cpu", dtype=torch.bfloat16) or on
+    a bf16 model: the fakes' dtypes are the kernels' (reductions in float32), so the graph traces, and its loss
+    and gradients equal eager's."""
+    model, loss, batch = _model_loss(backend)
+    if mode == "bfloat16 model":
+        model.to(torch.bfloat16)
+        batch = batch.to(dtype=torch.bfloat16)
+    context = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if mode == "autocast" else contextlib.nullcontext
+
+    def loss_and_grads(fn):
+        model.zero_grad(set_to_none=True)
+        with context():
+            value = fn(*batch.args())
+        value.backward()
+        return value.detach(), [p.grad.clone() for p in model.parameters()]
+
+    torch._dynamo.reset()
+    compiled_loss, compiled_grads = loss_and_grads(torch.compile(loss, backend="aot_eager", fullgraph=True))
+    eager_loss, eager_grads = loss_and_grads(loss)
+    assert compiled_loss.dtype == eager_loss.dtype == (torch.float32 if mode == "autocast" else torch.bfloat16)
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=0, atol=0)
+    for compiled_grad, eager_grad in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(compiled_grad, eager_grad, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("backend", ALL)
 def test_get_ops_gives_each_op_modules_backend_function(backend):
     """backends.get_ops(name): the four ops of ssvae_fast/ops/<op>.py with the backend bound (the torch
@@ -280,6 +312,92 @@ def test_module_setting(name):
 
 
 # ------------------------------------------------------------------------------------------------------
+# 16-bit: bf16 / fp16 models, and float32 models under torch.autocast.
+# ------------------------------------------------------------------------------------------------------
+# (backend, precision of the 16-bit GEMM, batch, dtype, likelihood): the cpu backend in bfloat16 (torch's
+# GEMMs), both likelihoods; Triton's tl.dot ignores the precision; cuda's tensor-core tiles ("tf32") and
+# exact FMAs ("ieee"); the GPU backends in both 16-bit dtypes.
+HALF_MODEL_CASES = per_backend({"cpu": [("ieee", B, torch.bfloat16, likelihood) for B in (7, 33)
+                                        for likelihood in ("bernoulli", "gaussian")]}) + per_backend(
+    {"triton": [("ieee", 33, dtype, "bernoulli") for dtype in HALF_DTYPES["triton"]],
+     "cuda": [(precision, B, dtype, "bernoulli") for precision, B in (("tf32", 33), ("ieee", 7))
+              for dtype in HALF_DTYPES["cuda"]]}, gpu_only=True)
+
+
+@pytest.mark.parametrize("backend,precision,B,dtype,likelihood", HALF_MODEL_CASES)
+def test_half_precision_against_tolerance_rule(backend, precision, B, dtype, likelihood):
+    """A 16-bit model (parameters, inputs and noise in `dtype`) against the reference in the same dtype."""
+    with gemm_precision(backend, precision):
+        check_backend(backend, B, 10, "mixed", dtype=dtype, device=device_of(backend), check_float64=False,
+                      likelihood=likelihood)
+
+
+# (backend, device, likelihood, (labelled, unlabelled) examples): the cpu backend under CPU autocast, both
+# likelihoods and the three batch compositions; the GPU backends under CUDA autocast.
+AUTOCAST_CASES = per_backend({"cpu": [("cpu", likelihood, B) for likelihood in ("bernoulli", "gaussian")
+                                      for B in ((16, 17), (16, 0), (0, 17))]}) + per_backend(
+    {name: [("cuda", "bernoulli", (16, 17))] for name in GPU_BACKENDS}, gpu_only=True)
+
+
+@pytest.mark.parametrize("backend,device,likelihood,B", AUTOCAST_CASES)
+def test_autocast_bf16_against_tolerance_rule(backend, device, likelihood, B):
+    """A float32 model under torch.autocast(bfloat16) against the reference under the same autocast: the same
+    dtypes (losses in float32), within the rule (`equivalence.check_autocast`)."""
+    setting = gemm_precision(backend, "tf32") if device == "cuda" else contextlib.nullcontext()
+    fast = check_autocast(backend, device, setting, torch.bfloat16, likelihood=likelihood, B=B)
+    assert fast["losses"].dtype == torch.float32
+
+
+def _training_setup(name: str, backend: str, dtype):
+    """(a model, loss(model, generator)) for `name`: M2 with either likelihood, M1 with either likelihood, or
+    M1+M2 (M2 on M1's features, Gaussian); small sizes, a fixed batch in `dtype`, the model's."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(12, 37, generator=g).to(dtype), torch.randint(0, 3, (6,), generator=g)
+    kind, likelihood = (name.split() + ["gaussian"])[:2]
+    if kind == "M1":
+        model = M1(37, 5, hidden=(19,), likelihood=likelihood, backend=backend)
+        return model.to(dtype), lambda m, gen: m.loss(x, generator=gen)
+    if kind == "M2":
+        model = M2(37, 3, 5, hidden=(19,), likelihood=likelihood, backend=backend)
+    else:
+        model = M1M2(M1(37, 6, hidden=(19,), backend=backend), M2(6, 3, 5, hidden=(19,), likelihood="gaussian",
+                                                                    backend=backend))
+    return model.to(dtype), lambda m, gen: m.loss(x[:6], y, x[6:], alpha=1.0, generator=gen)
+
+
+@pytest.mark.parametrize("mode", ["autocast", "bfloat16 model"])
+@pytest.mark.parametrize("name", ["M2 bernoulli", "M2 gaussian", "M1 bernoulli", "M1 gaussian", "M1+M2"])
+@pytest.mark.parametrize("backend", on_backends("torch", "cpu"))
+def test_trains_in_bfloat16_on_the_cpu(backend, name, mode):
+    """Training steps (loss, backward, Adam) under torch.autocast("cpu", dtype=torch.bfloat16) with float32
+    parameters, or with the model in bfloat16: each loss and gradient finite and in the reference's dtype (the
+    reference run on the same model and noise in the same setting), and the loss goes down on a fixed batch
+    and fixed noise."""
+    model, loss_fn = _training_setup(name, backend, torch.bfloat16 if mode == "bfloat16 model" else torch.float32)
+    context = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if mode == "autocast" else contextlib.nullcontext
+    reference = copy.deepcopy(model)
+    reference.backend = "reference"
+    with context():
+        expected = loss_fn(reference, torch.Generator().manual_seed(2))
+    expected.backward()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        with context():
+            loss = loss_fn(model, torch.Generator().manual_seed(2))
+        loss.backward()
+        assert loss.dtype == expected.dtype and torch.isfinite(loss), (loss.dtype, expected.dtype, loss)
+        for (p_name, p), ref in zip(model.named_parameters(), reference.parameters()):
+            if p.requires_grad:
+                assert p.grad.dtype == ref.grad.dtype == p.dtype and torch.isfinite(p.grad).all(), p_name
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.5, losses
+
+
+# ------------------------------------------------------------------------------------------------------
 # GPU only.
 # ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend,sizes", per_backend({"triton": [{}], "cuda": [dict(D=150, H=70)]}, gpu_only=True))
@@ -293,21 +411,6 @@ def test_tf32_against_tolerance_rule(backend, sizes):
             check_backend(backend, 33, 10, "mixed", device="cuda", check_float64=False, **sizes)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
-
-
-# (backend, precision of the 16-bit GEMM, batch): Triton's tl.dot ignores the precision; cuda's tensor-core
-# tiles ("tf32") and exact FMAs ("ieee").
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("backend,precision,B", per_backend({"triton": [("ieee", 33)],
-                                                             "cuda": [("tf32", 33), ("ieee", 7)]}, gpu_only=True))
-def test_half_precision_against_tolerance_rule(backend, precision, B, dtype):
-    with gemm_precision(backend, precision):
-        check_backend(backend, B, 10, "mixed", dtype=dtype, device="cuda", check_float64=False)
-
-
-@pytest.mark.parametrize("backend", on_backends(*GPU_BACKENDS, gpu_only=True))
-def test_autocast_bf16_against_tolerance_rule(backend):
-    check_autocast_bf16(backend, "cuda", gemm_precision(backend, "tf32"))
 
 
 @pytest.mark.parametrize("backend", on_backends(*GPU_BACKENDS, gpu_only=True))

@@ -21,19 +21,19 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ssvae_fast import backends
 from ssvae_fast.ops import glue
-from tests.op_checks import COMPILED, device_of, on_backends
+from tests.op_checks import COMPILED, backend_param, device_of, on_backends
 
 OPS = {name: importlib.import_module(f"ssvae_fast.ops.{name}") for name in (
     "class_conditional_activation", "gaussian_reparam_kl", "bernoulli_loglik_linear", "elbo_reduction")}
 
 
-def _cases(device):
-    """(op, the forward custom op's arguments) at tiny odd shapes."""
+def _cases(device, dtype=torch.float32):
+    """(op, the forward custom op's arguments) at tiny odd shapes, float inputs in `dtype`."""
     g = torch.Generator().manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g).to(device).requires_grad_(True)  # noqa: E731
+    r = lambda *s: torch.randn(*s, generator=g).to(device=device, dtype=dtype).requires_grad_(True)  # noqa: E731
     N, C, H, D, Z = 3, 4, 5, 7, 2
     classes = torch.randint(0, C, (N,), generator=g).to(device)
-    x = (torch.rand(N, D, generator=g) < 0.4).float().to(device)
+    x = (torch.rand(N, D, generator=g) < 0.4).to(device=device, dtype=dtype)
     return {
         "every class": ("class_conditional_activation", (r(N, H), r(H, C), None, "softplus")),
         "one class per row": ("class_conditional_activation", (r(N, H), r(H, C), classes, "relu")),
@@ -56,16 +56,18 @@ def _run(call, args):
     # Copies: a workspace output (the cpu Bernoulli op's s) may be used up by eager autograd's backward.
     kept = [o.detach().clone() for o in outs]
     diff = [o for o in outs if o.requires_grad]
-    weights = [torch.linspace(-1.0, 2.0, o.numel(), device=o.device).view(o.shape) for o in diff]
+    weights = [torch.linspace(-1.0, 2.0, o.numel(), device=o.device, dtype=o.dtype).view(o.shape) for o in diff]
     tensors = [a for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad]
     grads = torch.autograd.grad(diff, tensors, weights)
     return kept, list(grads)
 
 
 @pytest.mark.parametrize("case", ["every class", "one class per row", "labelled prefix", "gaussian", "bernoulli", "elbo"])
-@pytest.mark.parametrize("backend", on_backends(*COMPILED))
-def test_eager_path_equals_custom_op(backend, case):
-    op, args = _cases(device_of(backend))[case]
+@pytest.mark.parametrize("backend,dtype", [backend_param(name, torch.float32) for name in COMPILED]
+                         + [backend_param("cpu", torch.bfloat16)])
+def test_eager_path_equals_custom_op(backend, dtype, case):
+    """Outputs and gradients bit for bit, dtypes included (also the cpu backend's bfloat16 kernels)."""
+    op, args = _cases(device_of(backend), dtype)[case]
     fused_op = OPS[op].IMPLEMENTATIONS[backend]
     assert isinstance(fused_op, glue.FusedOp) and fused_op.name == f"{op}_{backend}"
     eager_out, eager_grads = _run(fused_op, args)
@@ -111,7 +113,7 @@ def test_fused_op_routes_tracers_to_the_custom_op():
 
 
 def test_autocast_casting_rule(monkeypatch):
-    """The cuda and triton backends' casting rule. Under autocast (state patched, so that it runs anywhere)
+    """The compiled backends' casting rule. Under autocast (state patched, so that it runs anywhere)
     the GEMM op's inputs go to the autocast dtype, fp64 stays; the elementwise ops promote mixed inputs;
     outside autocast nothing changes."""
     bf, f32, f64 = (torch.zeros(2, dtype=d) for d in (torch.bfloat16, torch.float32, torch.float64))
@@ -156,17 +158,20 @@ def test_check_tensors_dtype_messages(backend, rules_on_the_cpu):
     f32, f64 = torch.zeros(2), torch.zeros(2, dtype=torch.float64)
     check({"a": f32, "b": f32, "c": None}, {"classes": torch.zeros(2, dtype=torch.int64), "none": None})
     check({"a": f64})
-    dtypes = "(torch.float32, torch.float64)" if backend == "cpu" else (
+    dtypes = "(torch.bfloat16, torch.float32, torch.float64)" if backend == "cpu" else (
         "(torch.float16, torch.bfloat16, torch.float32, torch.float64)")
     with pytest.raises(TypeError, match=re.escape(f"op_{backend}: float inputs must share one dtype among {dtypes}, "
                                                   "got a torch.float32, b torch.float64")):
         check({"a": f32, "b": f64})
-    for half in (torch.float16, torch.bfloat16):  # the GPU backends take 16-bit floats, the cpu backend not
-        if backend == "cpu":
-            with pytest.raises(TypeError, match="one dtype"):
-                check({"a": f32.to(half)})
-        else:
-            check({"a": f32.to(half)})
+    check({"a": f32.to(torch.bfloat16), "b": f32.to(torch.bfloat16)})  # every compiled backend takes bfloat16
+    if backend == "cpu":  # the GPU backends take float16 too; the cpu backend says what to use instead
+        expected = (f"op_cpu: float inputs must share one dtype among {dtypes}, got a torch.float16; the cpu "
+                    "backend has no float16 kernels: use bfloat16 (e.g. torch.autocast('cpu', dtype=torch.bfloat16)) "
+                    "or float32, or backend 'torch'")
+        with pytest.raises(TypeError, match=re.escape(expected)):
+            check({"a": f32.to(torch.float16)})
+    else:
+        check({"a": f32.to(torch.float16)})
     with pytest.raises(TypeError, match=re.escape(f"op_{backend}: classes must be int64 class indices, got "
                                                   "torch.int32")):
         check({"a": f32}, {"classes": torch.zeros(2, dtype=torch.int32)})
@@ -216,11 +221,12 @@ def test_implementations_cover_every_compiled_backend(op):
         assert hasattr(torch.ops.ssvae_fast, f"{op}_{backend}_backward")
 
 
-@pytest.mark.parametrize("backend", on_backends("triton", "cuda"))
+@pytest.mark.parametrize("backend", on_backends("cpu", "triton", "cuda"))
 def test_autocast_promotes_mixed_elementwise_inputs(backend):
     """Under torch.autocast a bf16 activation meets float32 parameters: the elementwise ops run in the wider
     dtype, as torch's own elementwise ops do, and equal the float32 call; outside autocast mixed dtypes are
-    refused. (The Bernoulli op casts to the autocast dtype instead: a bf16 GEMM, GPU only, covered by
+    refused. (The output-layer ops cast to the autocast dtype instead: a bf16 GEMM, covered by
+    tests/ops/test_bernoulli_loglik_linear.py::test_autocast_matches_torch on the cpu backend and
     tests/test_backends.py::test_autocast_bf16_against_tolerance_rule.)"""
     device, ops = device_of(backend), backends.get_ops(backend)
     g = torch.Generator().manual_seed(60)

@@ -5,7 +5,8 @@ reduction.
   of every parameter and input follow the tolerance rule against the float64 reference (no worse than twice
   the reference's own error under the same autocast, plus the 16-bit floor): on the GPU for torch, triton
   and cuda (GPU only); on the CPU for the torch backend under CPU autocast, where its reductions
-  (log-likelihood, KL, ELBO) come out in float32 as torch's own reductions do under autocast;
+  (log-likelihood, KL, ELBO) come out in float32 as torch's own reductions do under autocast (the cpu
+  backend's: tests/test_backends.py);
 - each reduction op on 16-bit inputs accumulates in float32: over D = 4096 pixels (or Z = 4096 latent
   dimensions) its result is within one 16-bit ulp (plus the inputs' own rounding) of the float64 value of
   the same 16-bit inputs, where accumulating in 16 bits errs by tens of ulp.
@@ -21,7 +22,7 @@ import torch
 
 from ssvae_fast import backends
 from tests.equivalence import check_autocast
-from tests.op_checks import GPU_BACKENDS, gemm_precision, on_backends
+from tests.op_checks import GPU_BACKENDS, gemm_precision, half_precision_params, on_backends
 
 HALF = [torch.bfloat16, torch.float16]
 HAS_CUDA = torch.cuda.is_available()
@@ -52,13 +53,13 @@ def _device(backend):
 
 
 def _half_params(*names):
-    """(backend) parameters for 16-bit op inputs: the torch face anywhere, the GPU backends on a GPU (the
-    Triton interpreter has no 16-bit dot)."""
-    return on_backends("torch") + on_backends(*names, gpu_only=True)
+    """(backend, dtype) parameters for 16-bit op inputs: the torch face anywhere in both 16-bit dtypes, the cpu
+    backend in bfloat16, the GPU backends on a GPU in both (the Triton interpreter has no 16-bit dot)."""
+    return ([pytest.param("torch", dtype) for dtype in HALF] + half_precision_params("cpu")
+            + half_precision_params(*names, gpu_only=True))
 
 
-@pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("backend", _half_params(*GPU_BACKENDS))
+@pytest.mark.parametrize("backend,dtype", _half_params(*GPU_BACKENDS))
 def test_bernoulli_row_sums_accumulate_in_float32(backend, dtype):
     device = _device(backend)
     g = torch.Generator().manual_seed(3)
@@ -80,8 +81,7 @@ def test_bernoulli_row_sums_accumulate_in_float32(backend, dtype):
     assert float(_ulp16(truth, dtype).min()) > 4 * rounding  # what a 16-bit running sum would miss is not hidden
 
 
-@pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("backend", _half_params(*GPU_BACKENDS))
+@pytest.mark.parametrize("backend,dtype", _half_params(*GPU_BACKENDS))
 def test_kl_accumulates_in_float32(backend, dtype):
     device = _device(backend)
     g = torch.Generator().manual_seed(4)

@@ -8,6 +8,10 @@ down to the subnormals) and at its extremes, and its maximum error must stay wit
 
 ulp: |f32 result - float64 truth| / 2^(e - 23), e the binade of the truth (floored at float32's smallest
 normal binade, so subnormal results count in subnormal ulps).
+
+The kernels' bfloat16 rounding (csrc/cpu/bfloat16.h) must equal torch's float32 -> bfloat16 conversion bit
+for bit (round to nearest even, inf kept, overflow to inf, NaN kept NaN) over every float32 sign and
+exponent with random mantissas, the ties, and the specials.
 """
 
 from __future__ import annotations
@@ -144,3 +148,26 @@ def test_unknown_helper_is_refused():
     x = torch.zeros(1)
     with pytest.raises(ValueError, match="unknown function 'tanh'"):
         _ext.require_ext().vec_math_eval("tanh", x.data_ptr(), x.data_ptr(), 1)
+
+
+def test_bfloat16_rounding_equals_torch():
+    """bf16_round(v) = float(bfloat16(v)) as torch rounds it, bit for bit (NaN: any NaN), over random float32 bit
+    patterns (every binade, subnormals and both signs), the exact ties (the lower 16 bits 0x8000, odd and even
+    upper halves), the largest finite values and the specials."""
+    g = torch.Generator().manual_seed(12)
+    patterns = torch.randint(-(2**31), 2**31, (N,), generator=g, dtype=torch.int64).to(torch.int32)
+    upper = torch.randint(0, 2**16, (4096,), generator=g, dtype=torch.int64)
+    ties = ((upper << 16) | 0x8000).to(torch.int64)
+    ties = torch.where(ties >= 2**31, ties - 2**32, ties).to(torch.int32)
+    specials = torch.tensor([0.0, -0.0, INF, -INF, NAN, 3.4028234663852886e38, -3.4028234663852886e38,
+                             3.3961775e38, 1e-45, FLT_MIN_NORMAL, 1.0, -1.0, 1.00390625, 1.0078125],
+                            dtype=torch.float32)
+    x = torch.cat([patterns.view(torch.float32), ties.view(torch.float32), specials])
+    got = evaluate("bf16_round", x)
+    expected = x.to(torch.bfloat16).float()
+    nan = torch.isnan(expected)
+    assert torch.equal(torch.isnan(got), nan)
+    same = got.view(torch.int32)[~nan] == expected.view(torch.int32)[~nan]
+    worst = int((~same).nonzero()[0]) if not bool(same.all()) else -1
+    assert bool(same.all()), f"bf16_round({float(x[~nan][worst])!r}) = {float(got[~nan][worst])!r}, torch: " \
+                             f"{float(expected[~nan][worst])!r}"

@@ -8,8 +8,8 @@
 // At MNIST sizes (B = 256: 26 + 230 x 10 rows of 500, encoder and decoder) each pass is ~1.2 M elements.
 //
 // Numerics: softplus(v) = max(v, 0) + log1p(exp(-|v|)) exact for every finite v; float32 through
-// vec_math.h's polynomials (<= 2 ulp), float64 through libm. grad_a over C and grad_W_y over rows
-// accumulate in double.
+// vec_math.h's polynomials (<= 2 ulp), float64 through libm; bfloat16 loaded into float32, computed as
+// float32 and rounded once on store (bfloat16.h). grad_a over C and grad_W_y over rows accumulate in double.
 //
 // Parallelism and determinism: rows (forward) or fixed blocks of rows (backward) per OpenMP iteration,
 // schedule(static). grad_W_y: block i sums its rows in order into its own (C, H) partial; the partials
@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "bfloat16.h"
 #include "vec_math.h"
 
 namespace ssvae_fast {
@@ -32,21 +33,34 @@ constexpr int64_t kRowsPerBlock = 32;  // ... and at least 32 rows per block
 
 int64_t reduction_blocks(int64_t N) { return std::max<int64_t>(1, std::min(kMaxBlocks, N / kRowsPerBlock)); }
 
-// ---- float32 ---------------------------------------------------------------------------------------
+// ---- float32 and bfloat16 (computed in float32) ------------------------------------------------------
+//
+// Each row loop is a template over the storage type S (float or bf16_t), inlined into one cloned plain
+// function per storage type.
 
 // out[h] = act(a[h] + w[h])
-SSVAE_FAST_TARGET_CLONES
-void activation_row(const float* a, const float* w, float* out, int64_t H, int activation) {
+template <typename S>
+inline void activation_row_f32(const S* a, const S* w, S* out, int64_t H, int activation) {
   if (activation == static_cast<int>(Activation::kRelu)) {
     SSVAE_FAST_SIMD
     for (int64_t h = 0; h < H; ++h) {
-      const float v = a[h] + w[h];
-      out[h] = v < 0.0f ? 0.0f : v;  // NaN stays NaN
+      const float v = load(a[h]) + load(w[h]);
+      store(out[h], v < 0.0f ? 0.0f : v);  // NaN stays NaN
     }
   } else {
     SSVAE_FAST_SIMD
-    for (int64_t h = 0; h < H; ++h) out[h] = softplus_f32(a[h] + w[h]);
+    for (int64_t h = 0; h < H; ++h) store(out[h], softplus_f32(load(a[h]) + load(w[h])));
   }
+}
+
+SSVAE_FAST_TARGET_CLONES
+void activation_row(const float* a, const float* w, float* out, int64_t H, int activation) {
+  activation_row_f32(a, w, out, H, activation);
+}
+
+SSVAE_FAST_TARGET_CLONES
+void activation_row(const bf16_t* a, const bf16_t* w, bf16_t* out, int64_t H, int activation) {
+  activation_row_f32(a, w, out, H, activation);
 }
 
 // The derivative of one element: g * act'(pre), from pre = a + w or from out = act(pre).
@@ -58,45 +72,70 @@ inline float derivative_f32(float g, float a, float w, float out) {
 }
 
 // One row of the per-row form: t = g * act'(.) -> dst[h] = t (grad_a's row) and acc_wy[h] += t.
-template <bool kFromOut, bool kRelu>
-inline void row_backward_f32(const float* g, const float* a, const float* w, const float* out, float* dst,
-                             double* acc_wy, int64_t H) {
+template <bool kFromOut, bool kRelu, typename S>
+inline void row_backward_f32(const S* g, const S* a, const S* w, const S* out, S* dst, double* acc_wy,
+                             int64_t H) {
   SSVAE_FAST_SIMD
   for (int64_t h = 0; h < H; ++h) {
-    const float t = derivative_f32<kFromOut, kRelu>(g[h], kFromOut ? 0.0f : a[h], kFromOut ? 0.0f : w[h],
-                                                    kFromOut ? out[h] : 0.0f);
-    dst[h] = t;
+    const float t = derivative_f32<kFromOut, kRelu>(load(g[h]), kFromOut ? 0.0f : load(a[h]),
+                                                    kFromOut ? 0.0f : load(w[h]), kFromOut ? load(out[h]) : 0.0f);
+    store(dst[h], t);
     acc_wy[h] += double(t);
   }
 }
 
 // One (n, c) row of the every-class form: t = g * act'(.) -> acc_a[h] += t and acc_wy[h] += t.
-template <bool kFromOut, bool kRelu>
-inline void class_row_backward_f32(const float* g, const float* a, const float* w, const float* out,
-                                   double* acc_a, double* acc_wy, int64_t H) {
+template <bool kFromOut, bool kRelu, typename S>
+inline void class_row_backward_f32(const S* g, const S* a, const S* w, const S* out, double* acc_a,
+                                   double* acc_wy, int64_t H) {
   SSVAE_FAST_SIMD
   for (int64_t h = 0; h < H; ++h) {
-    const double t = double(derivative_f32<kFromOut, kRelu>(
-        g[h], kFromOut ? 0.0f : a[h], kFromOut ? 0.0f : w[h], kFromOut ? out[h] : 0.0f));
+    const double t = double(derivative_f32<kFromOut, kRelu>(load(g[h]), kFromOut ? 0.0f : load(a[h]),
+                                                            kFromOut ? 0.0f : load(w[h]),
+                                                            kFromOut ? load(out[h]) : 0.0f));
     acc_a[h] += t;
     acc_wy[h] += t;
   }
 }
 
-SSVAE_FAST_TARGET_CLONES
-void row_backward(const float* g, const float* a, const float* w, const float* out, float* dst,
-                  double* acc_wy, int64_t H, int activation) {
+template <typename S>
+inline void row_backward_dispatch(const S* g, const S* a, const S* w, const S* out, S* dst, double* acc_wy,
+                                  int64_t H, int activation) {
   dispatch_flags(out != nullptr, activation == static_cast<int>(Activation::kRelu), [&](auto from_out, auto relu) {
     row_backward_f32<decltype(from_out)::value, decltype(relu)::value>(g, a, w, out, dst, acc_wy, H);
   });
 }
 
-SSVAE_FAST_TARGET_CLONES
-void class_row_backward(const float* g, const float* a, const float* w, const float* out, double* acc_a,
-                        double* acc_wy, int64_t H, int activation) {
+template <typename S>
+inline void class_row_backward_dispatch(const S* g, const S* a, const S* w, const S* out, double* acc_a,
+                                        double* acc_wy, int64_t H, int activation) {
   dispatch_flags(out != nullptr, activation == static_cast<int>(Activation::kRelu), [&](auto from_out, auto relu) {
     class_row_backward_f32<decltype(from_out)::value, decltype(relu)::value>(g, a, w, out, acc_a, acc_wy, H);
   });
+}
+
+SSVAE_FAST_TARGET_CLONES
+void row_backward(const float* g, const float* a, const float* w, const float* out, float* dst,
+                  double* acc_wy, int64_t H, int activation) {
+  row_backward_dispatch(g, a, w, out, dst, acc_wy, H, activation);
+}
+
+SSVAE_FAST_TARGET_CLONES
+void row_backward(const bf16_t* g, const bf16_t* a, const bf16_t* w, const bf16_t* out, bf16_t* dst,
+                  double* acc_wy, int64_t H, int activation) {
+  row_backward_dispatch(g, a, w, out, dst, acc_wy, H, activation);
+}
+
+SSVAE_FAST_TARGET_CLONES
+void class_row_backward(const float* g, const float* a, const float* w, const float* out, double* acc_a,
+                        double* acc_wy, int64_t H, int activation) {
+  class_row_backward_dispatch(g, a, w, out, acc_a, acc_wy, H, activation);
+}
+
+SSVAE_FAST_TARGET_CLONES
+void class_row_backward(const bf16_t* g, const bf16_t* a, const bf16_t* w, const bf16_t* out, double* acc_a,
+                        double* acc_wy, int64_t H, int activation) {
+  class_row_backward_dispatch(g, a, w, out, acc_a, acc_wy, H, activation);
 }
 
 // ---- float64 ---------------------------------------------------------------------------------------
@@ -156,7 +195,7 @@ void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, con
                                 scalar_t* grad_wy, int64_t N, int64_t n_l, int64_t H, int64_t C,
                                 Activation activation) {
   if (N == 0 || H == 0) {
-    if (grad_wy != nullptr) std::fill(grad_wy, grad_wy + H * C, scalar_t(0));
+    if (grad_wy != nullptr) std::fill(grad_wy, grad_wy + H * C, scalar_t{});  // +0
     return;
   }
   const int64_t rows = n_l + (N - n_l) * C;
@@ -183,7 +222,7 @@ void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, con
           }
         }
         if (grad_a != nullptr) {
-          for (int64_t h = 0; h < H; ++h) grad_a[n * H + h] = scalar_t(acc_a[h]);
+          for (int64_t h = 0; h < H; ++h) store(grad_a[n * H + h], compute_t<scalar_t>(acc_a[h]));
         }
       } else {  // one class: output row n
         const int64_t c = classes[n];
@@ -201,7 +240,7 @@ void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, con
       for (int64_t h = 0; h < H; ++h) {
         double acc = 0.0;
         for (int64_t i = 0; i < blocks; ++i) acc += partial[(i * C + c) * H + h];
-        grad_wy[h * C + c] = scalar_t(acc);
+        store(grad_wy[h * C + c], compute_t<scalar_t>(acc));
       }
     }
   }
@@ -217,6 +256,11 @@ template void class_conditional_backward<float>(const float*, const float*, cons
 template void class_conditional_backward<double>(const double*, const double*, const double*,
                                                  const double*, const int64_t*, double*, double*, int64_t,
                                                  int64_t, int64_t, int64_t, Activation);
+template void class_conditional_forward<bf16_t>(const bf16_t*, const bf16_t*, const int64_t*, bf16_t*, int64_t,
+                                                int64_t, int64_t, int64_t, Activation);
+template void class_conditional_backward<bf16_t>(const bf16_t*, const bf16_t*, const bf16_t*, const bf16_t*,
+                                                 const int64_t*, bf16_t*, bf16_t*, int64_t, int64_t, int64_t,
+                                                 int64_t, Activation);
 
 }  // namespace cpu
 }  // namespace ssvae_fast

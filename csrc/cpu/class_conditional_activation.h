@@ -15,10 +15,10 @@
 // (`out` given): softplus' = sigmoid(pre) = 1 - exp(-out), relu' = [pre > 0] = [out > 0]. The caller
 // keeps whichever tensor is alive anyway.
 //
-// wy_t is W_y transposed, (C, H) contiguous, so a class column is a contiguous row. Every other array is
-// contiguous. grad_wy is (H, C) contiguous (W_y's layout). Reductions accumulate in double; grad_wy
-// sums fixed blocks of rows of a (a partition that depends only on N) and then the blocks in order:
-// deterministic, whatever the thread count.
+// scalar_t is float, double or bf16_t (bfloat16.h; computed in float32). wy_t is W_y transposed, (C, H)
+// contiguous, so a class column is a contiguous row. Every other array is contiguous. grad_wy is (H, C)
+// contiguous (W_y's layout). Reductions accumulate in double; grad_wy sums fixed blocks of rows of a (a
+// partition that depends only on N) and then the blocks in order: deterministic, whatever the thread count.
 #pragma once
 
 #include <cstdint>

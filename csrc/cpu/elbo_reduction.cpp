@@ -6,7 +6,8 @@
 // MNIST sizes, so this saves launch overheads more than bandwidth.
 //
 // Numerics: log-softmax with the row maximum subtracted, in double; each loss and gradient is computed
-// in double and rounded once. Parallelism: examples per OpenMP iteration when there are many.
+// in double and rounded once (bfloat16 inputs are read exactly; the losses come out in float32, the
+// gradients of bfloat16 inputs in bfloat16). Parallelism: examples per OpenMP iteration when there are many.
 
 #include "elbo_reduction.h"
 
@@ -23,11 +24,11 @@ namespace {
 template <typename scalar_t>
 void log_softmax_row(const scalar_t* l, double* log_q, int64_t C) {
   double m = -INFINITY;
-  for (int64_t c = 0; c < C; ++c) m = std::max(m, double(l[c]));
+  for (int64_t c = 0; c < C; ++c) m = std::max(m, double(load(l[c])));
   double sum = 0.0;
-  for (int64_t c = 0; c < C; ++c) sum += std::exp(double(l[c]) - m);
+  for (int64_t c = 0; c < C; ++c) sum += std::exp(double(load(l[c])) - m);
   const double lse = m + std::log(sum);
-  for (int64_t c = 0; c < C; ++c) log_q[c] = double(l[c]) - lse;
+  for (int64_t c = 0; c < C; ++c) log_q[c] = double(load(l[c])) - lse;
 }
 
 // t[c] = kl_u[c] - ll_u[c] + log C + log_q[c] over the C classes of one unlabelled row; returns the row's
@@ -37,7 +38,7 @@ double unlabelled_terms(const scalar_t* ll_u, const scalar_t* kl_u, const double
                         double* t) {
   double f = 0.0;
   for (int64_t c = 0; c < C; ++c) {
-    t[c] = double(kl_u[c]) - double(ll_u[c]) + log_c + log_q[c];
+    t[c] = double(load(kl_u[c])) - double(load(ll_u[c])) + log_c + log_q[c];
     f += std::exp(log_q[c]) * t[c];
   }
   return f;
@@ -68,21 +69,21 @@ void for_each_row(int64_t n, int64_t C, RowFn&& row) {
 template <typename scalar_t>
 void elbo_reduction_forward(const scalar_t* logits_y, const int64_t* y_l, const scalar_t* ll_l,
                             const scalar_t* kl_l, const scalar_t* ll_u, const scalar_t* kl_u,
-                            scalar_t* loss, int64_t n_l, int64_t n_u, int64_t C, double alpha) {
+                            compute_t<scalar_t>* loss, int64_t n_l, int64_t n_u, int64_t C, double alpha) {
   const double log_c = std::log(double(C));
   for_each_row(n_l + n_u, C, [&](int64_t r, double* log_q, double* t) {
     log_softmax_row(logits_y + r * C, log_q, C);
     if (r < n_l) {
-      loss[r] = scalar_t(double(kl_l[r]) - double(ll_l[r]) + log_c - alpha * log_q[y_l[r]]);
+      loss[r] = compute_t<scalar_t>(double(load(kl_l[r])) - double(load(ll_l[r])) + log_c - alpha * log_q[y_l[r]]);
     } else {
       const int64_t j = r - n_l;
-      loss[r] = scalar_t(unlabelled_terms(ll_u + j * C, kl_u + j * C, log_q, log_c, C, t));
+      loss[r] = compute_t<scalar_t>(unlabelled_terms(ll_u + j * C, kl_u + j * C, log_q, log_c, C, t));
     }
   });
 }
 
 template <typename scalar_t>
-void elbo_reduction_backward(const scalar_t* grad, const scalar_t* logits_y, const int64_t* y_l,
+void elbo_reduction_backward(const compute_t<scalar_t>* grad, const scalar_t* logits_y, const int64_t* y_l,
                              const scalar_t* ll_u, const scalar_t* kl_u, scalar_t* grad_logits_y,
                              scalar_t* grad_ll_l, scalar_t* grad_kl_l, scalar_t* grad_ll_u,
                              scalar_t* grad_kl_u, int64_t n_l, int64_t n_u, int64_t C, double alpha) {
@@ -90,14 +91,14 @@ void elbo_reduction_backward(const scalar_t* grad, const scalar_t* logits_y, con
   for_each_row(n_l + n_u, C, [&](int64_t r, double* log_q, double* t) {
     const double g = double(grad[r]);
     if (r < n_l) {
-      if (grad_ll_l != nullptr) grad_ll_l[r] = scalar_t(-g);
-      if (grad_kl_l != nullptr) grad_kl_l[r] = scalar_t(g);
+      if (grad_ll_l != nullptr) store(grad_ll_l[r], compute_t<scalar_t>(-g));
+      if (grad_kl_l != nullptr) store(grad_kl_l[r], compute_t<scalar_t>(g));
       if (grad_logits_y != nullptr) {
         log_softmax_row(logits_y + r * C, log_q, C);
         const int64_t y = y_l[r];
         for (int64_t c = 0; c < C; ++c) {
           const double q = std::exp(log_q[c]);
-          grad_logits_y[r * C + c] = scalar_t(-alpha * g * ((c == y ? 1.0 : 0.0) - q));
+          store(grad_logits_y[r * C + c], compute_t<scalar_t>(-alpha * g * ((c == y ? 1.0 : 0.0) - q)));
         }
       }
       return;
@@ -107,9 +108,9 @@ void elbo_reduction_backward(const scalar_t* grad, const scalar_t* logits_y, con
     const double f = unlabelled_terms(ll_u + j * C, kl_u + j * C, log_q, log_c, C, t);
     for (int64_t c = 0; c < C; ++c) {
       const double gq = g * std::exp(log_q[c]);
-      if (grad_ll_u != nullptr) grad_ll_u[j * C + c] = scalar_t(-gq);
-      if (grad_kl_u != nullptr) grad_kl_u[j * C + c] = scalar_t(gq);
-      if (grad_logits_y != nullptr) grad_logits_y[r * C + c] = scalar_t(gq * (t[c] - f));
+      if (grad_ll_u != nullptr) store(grad_ll_u[j * C + c], compute_t<scalar_t>(-gq));
+      if (grad_kl_u != nullptr) store(grad_kl_u[j * C + c], compute_t<scalar_t>(gq));
+      if (grad_logits_y != nullptr) store(grad_logits_y[r * C + c], compute_t<scalar_t>(gq * (t[c] - f)));
     }
   });
 }
@@ -126,6 +127,12 @@ template void elbo_reduction_backward<float>(const float*, const float*, const i
 template void elbo_reduction_backward<double>(const double*, const double*, const int64_t*,
                                               const double*, const double*, double*, double*, double*,
                                               double*, double*, int64_t, int64_t, int64_t, double);
+template void elbo_reduction_forward<bf16_t>(const bf16_t*, const int64_t*, const bf16_t*, const bf16_t*,
+                                             const bf16_t*, const bf16_t*, float*, int64_t, int64_t, int64_t,
+                                             double);
+template void elbo_reduction_backward<bf16_t>(const float*, const bf16_t*, const int64_t*, const bf16_t*,
+                                              const bf16_t*, bf16_t*, bf16_t*, bf16_t*, bf16_t*, bf16_t*, int64_t,
+                                              int64_t, int64_t, double);
 
 }  // namespace cpu
 }  // namespace ssvae_fast

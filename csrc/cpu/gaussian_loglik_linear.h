@@ -10,30 +10,34 @@
 //              into its own buffer), db[d] = sum_r g[r] s[r, d] and q[d] = sum_r g[r] s[r, d]^2 (the
 //              log-variance's gradient is 0.5 exp(v) q - 0.5 sum_r g[r]).
 //
-// Contiguous arrays; reductions in double over a fixed partition of the rows (deterministic).
+// Contiguous arrays. scalar_t is float, double or bf16_t (bfloat16.h; computed in float32); p, ll, g and
+// q are in its compute type compute_t<scalar_t> (float32 for bf16_t), the (rows, D) arrays and db in
+// scalar_t. Reductions in double over a fixed partition of the rows (deterministic).
 #pragma once
 
 #include <cstdint>
+
+#include "bfloat16.h"
 
 namespace ssvae_fast {
 namespace cpu {
 
 template <typename scalar_t>
-void gaussian_linear_epilogue(const scalar_t* means,      // (rows, D), h W^T without bias
-                              const scalar_t* bias,       // (D,) or nullptr
-                              const scalar_t* precision,  // (D,), p = exp(-v)
-                              const scalar_t* x,          // (N, D)
-                              scalar_t* ll,               // (rows,), written
-                              scalar_t* s,                // (rows, D) written, or nullptr; may == means
+void gaussian_linear_epilogue(const scalar_t* means,                 // (rows, D), h W^T without bias
+                              const scalar_t* bias,                  // (D,) or nullptr
+                              const compute_t<scalar_t>* precision,  // (D,), p = exp(-v)
+                              const scalar_t* x,                     // (N, D)
+                              compute_t<scalar_t>* ll,               // (rows,), written
+                              scalar_t* s,                           // (rows, D) written, or nullptr; may == means
                               double offset, int64_t row0, int64_t rows, int64_t n_l, int64_t C, int64_t D);
 
 // dl may be s itself (in place) or nullptr; db and q may be nullptr.
 template <typename scalar_t>
-void gaussian_linear_backward_rows(const scalar_t* s,  // (M, D)
-                                   const scalar_t* g,  // (M,)
-                                   scalar_t* dl,       // (M, D): g * s
-                                   scalar_t* db,       // (D,): sum_r g s
-                                   scalar_t* q,        // (D,): sum_r g s^2
+void gaussian_linear_backward_rows(const scalar_t* s,             // (M, D)
+                                   const compute_t<scalar_t>* g,  // (M,)
+                                   scalar_t* dl,                  // (M, D): g * s
+                                   scalar_t* db,                  // (D,): sum_r g s
+                                   compute_t<scalar_t>* q,        // (D,): sum_r g s^2
                                    int64_t M, int64_t D);
 
 }  // namespace cpu

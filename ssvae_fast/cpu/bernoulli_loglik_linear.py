@@ -4,7 +4,8 @@ s = x - sigmoid(l) while it reduces each row to ll (M,), the bias added on the f
 needs. Without autograd: chunks through one reused buffer, so only a chunk of logits ever exists.
 Backward: dl = g s and db = s^T g in one kernel pass (eager autograd: in place over s, which it uses
 once), then dW = dl^T h and dh = dl W (GEMMs); dx = (sum_rows g h) W^T + b sum_rows g only when x needs
-it. Row sums in double; exact softplus."""
+it. Row sums in double; exact softplus. bfloat16 inputs: bfloat16 GEMMs (torch's), s and dl in bfloat16
+(the GEMMs' inputs), ll and the gradient it receives in float32, db summed in double."""
 
 # No `from __future__ import annotations`: the custom ops' schemas come from these annotations.
 from typing import Optional, Tuple
@@ -13,8 +14,9 @@ import torch
 from torch import Tensor
 
 from .. import _ext
-from .._launch import Settings, dtype_name, ptr
+from .._launch import Settings, compute_dtype, dtype_name, ptr
 from ..rows import bernoulli_linear_dx
+from . import REDUCTIONS_IN_COMPUTE_DTYPE  # noqa: F401  (ll)
 
 # Rows of logits per GEMM + epilogue chunk when no gradient is needed (with autograd the logits are
 # written into s, all rows at once; see `forward`): 512 rows x 784 floats = 1.6 MB, in L2 between the GEMM
@@ -40,15 +42,17 @@ def keeps_s() -> bool:
 
 
 def resolve_precision(precision: Optional[str]) -> str:
-    """The CPU's GEMMs are torch's float32/float64 products: "ieee" is the only precision."""
+    """The CPU's GEMMs are torch's products in the inputs' dtype (bfloat16 ones accumulate in float32):
+    "ieee" is the only precision."""
     if precision not in (None, "ieee"):
         raise ValueError(f"the cpu backend's precision is 'ieee', got {precision!r}")
     return "ieee"
 
 
 def _logits_and_s(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_l: int, C: int, store_s: bool):
-    """(ll (M,), s (M, D) or empty) for contiguous inputs: the logits GEMM (torch, without the bias) and the
-    epilogue kernel, which adds the bias and reduces each row while producing s = x - sigmoid(l) in place.
+    """(ll (M,) in the compute dtype, s (M, D) or empty) for contiguous inputs: the logits GEMM (torch,
+    without the bias) and the epilogue kernel, which adds the bias and reduces each row while producing
+    s = x - sigmoid(l) in place.
 
     store_s: one GEMM over all M rows writes h W^T straight into s, which the kernel overwrites with
     x - sigmoid(l): no buffer besides s, which the backward needs anyway. Otherwise (no autograd) chunks of
@@ -64,7 +68,7 @@ def _logits_and_s(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, 
     M, H = h.shape
     D = weight.shape[0]
     N = x.shape[0]
-    ll = h.new_empty((M,))
+    ll = h.new_empty((M,), dtype=compute_dtype(h.dtype))
     s = h.new_empty((M, D) if store_s else (0,))
     if M == 0:
         return ll, s
@@ -77,7 +81,7 @@ def _logits_and_s(h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, 
         chunk = min(M, CHUNK_ROWS)
     buf = s if store_s else h.new_empty((chunk, D))
     dtype = dtype_name(h)
-    item = h.element_size()
+    item = ll.element_size()
     for r0 in range(0, M, chunk):
         r1 = min(M, r0 + chunk)
         logits = buf[r0:r1] if store_s else buf[: r1 - r0]
@@ -93,7 +97,8 @@ def forward(
     h: Tensor, weight: Tensor, bias: Optional[Tensor], x: Tensor, n_labelled: int, n_classes: int, store_s: bool,
     precision: str,
 ) -> Tuple[Tensor, Tensor]:
-    """(ll (M,), s = x - sigmoid(l) (M, D) when store_s, else an empty tensor); h (M, H) rows."""
+    """(ll (M,) in the compute dtype, s = x - sigmoid(l) (M, D) when store_s, else an empty tensor); h (M, H)
+    rows."""
     bias = bias.contiguous() if bias is not None else None
     return _logits_and_s(h.contiguous(), weight.contiguous(), bias, x.contiguous(), n_labelled, n_classes, store_s)
 
@@ -130,7 +135,8 @@ def _backward(grad_ll, h, weight, bias, x, s, n_l, C, need_h, need_weight, need_
     D = weight.shape[0]
     h_rows = h.contiguous()
     weight = weight.contiguous()
-    g = grad_ll.contiguous()
+    acc = compute_dtype(h.dtype)
+    g = grad_ll.to(acc).contiguous()  # ll's gradient, in ll's dtype
     # Outputs not needed are distinct empty tensors (custom ops may not return aliases).
     dh, dweight, dbias, dx = (h.new_empty((0,)) for _ in range(4))
     if need_h or need_weight or need_bias:
@@ -151,6 +157,7 @@ def _backward(grad_ll, h, weight, bias, x, s, n_l, C, need_h, need_weight, need_
             dweight = torch.mm(dl.t(), h_rows)
         if need_h:
             dh = torch.mm(dl, weight)
-    if need_x:  # dx[n] = W (sum of g h over example n's rows) + b (sum of g over them)
-        dx = bernoulli_linear_dx(g, h_rows, weight, bias, n_l, C, x.shape[0])
+    if need_x:  # dx[n] = W (sum of g h over example n's rows) + b (sum of g over them), in the compute dtype
+        h_acc, weight_acc, bias_acc = (None if t is None else t.to(acc) for t in (h_rows, weight, bias))
+        dx = bernoulli_linear_dx(g, h_acc, weight_acc, bias_acc, n_l, C, x.shape[0]).to(x.dtype)
     return dh, dweight, dbias, dx

@@ -1,7 +1,8 @@
 """`class_conditional_activation` on the CPU (csrc/cpu/class_conditional_activation.cpp): labelled rows one
 class each, the others every class, in one pass; the backward's grad_a and grad_w_y in one pass, act'
 recomputed from the output for the row form (the next layer's saved input anyway), or from a for the
-(N, C, H) form. grad_w_y is reduced over rows in double."""
+(N, C, H) form. grad_w_y is reduced over rows in double. bfloat16 in, computed in float32, bfloat16 out
+(the next GEMM's input)."""
 
 # No `from __future__ import annotations`: the custom ops' schemas come from these annotations.
 from typing import Optional, Tuple

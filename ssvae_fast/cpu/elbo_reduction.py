@@ -1,5 +1,6 @@
 """`elbo_reduction` on the CPU (csrc/cpu/elbo_reduction.cpp): per-example losses and their backward, one
-pass each, everything in double and rounded once."""
+pass each, everything in double and rounded once; the losses (and the gradient they receive) in the
+compute dtype, float32 for bfloat16 inputs."""
 
 # No `from __future__ import annotations`: the custom ops' schemas come from these annotations.
 from typing import Tuple
@@ -7,7 +8,8 @@ from typing import Tuple
 from torch import Tensor
 
 from .. import _ext
-from .._launch import dtype_name, ptr
+from .._launch import compute_dtype, dtype_name, ptr
+from . import REDUCTIONS_IN_COMPUTE_DTYPE  # noqa: F401  (the losses)
 
 
 def forward(
@@ -18,7 +20,7 @@ def forward(
     ll_l, kl_l, ll_u, kl_u = (t.contiguous() for t in (ll_l, kl_l, ll_u, kl_u))
     n, C = logits_y.shape
     n_l = y_l.shape[0]
-    loss = logits_y.new_empty((n,))
+    loss = logits_y.new_empty((n,), dtype=compute_dtype(logits_y.dtype))
     ext.elbo_reduction_forward(
         ptr(logits_y), ptr(y_l), ptr(ll_l), ptr(kl_l), ptr(ll_u), ptr(kl_u), ptr(loss),
         n_l, n - n_l, C, alpha, dtype_name(logits_y),
@@ -31,7 +33,8 @@ def backward(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(d logits_y, d ll_l, d kl_l, d ll_u, d kl_u), contiguous."""
     ext = _ext.require_ext()
-    grad, logits_y, y_l = grad.contiguous(), logits_y.contiguous(), y_l.contiguous()
+    grad = grad.to(compute_dtype(logits_y.dtype)).contiguous()
+    logits_y, y_l = logits_y.contiguous(), y_l.contiguous()
     ll_u, kl_u = ll_u.contiguous(), kl_u.contiguous()
     n, C = logits_y.shape
     n_l = y_l.shape[0]

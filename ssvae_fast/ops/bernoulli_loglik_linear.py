@@ -44,7 +44,8 @@ from .. import validation
 from .._launch import compute_dtype
 from ..functional import softplus
 from ..rows import per_example_sum
-from .glue import Implementations, bind_backend, cast_for_backend, check_tensors, check_types
+from .glue import (Implementations, bind_backend, cast_for_backend, check_tensors, check_types, reduction_dtype,
+                   reduction_result)
 
 OP = "bernoulli_loglik_linear"
 
@@ -182,12 +183,13 @@ def _check_shapes(h, weight, bias, x, n_labelled: int) -> int:
 
 # 3. The custom ops' schemas (from the implementations' annotations) and fakes; h is always (M, H) rows:
 #    forward(h, weight, bias?, x, n_labelled, n_classes, store_s, precision)
-#        -> (ll (M,), s = x - sigmoid(l) (M, D) when store_s, else (0,))
+#        -> (ll (M,) in `glue.reduction_dtype`, s = x - sigmoid(l) (M, D) when store_s, else (0,))
 #    backward(grad_ll, h, weight, bias?, x, s, n_labelled, n_classes, precision,
 #             need_h, need_weight, need_bias, need_x) -> (dh, dW, db, dx), each (0,) when not needed;
 #        an s that is not (M, D) is recomputed.
-def _forward_fake(h, weight, bias, x, n_labelled, n_classes, store_s, precision):
-    return h.new_empty((h.shape[0],)), h.new_empty((h.shape[0], weight.shape[0]) if store_s else (0,))
+def _forward_fake(h, weight, bias, x, n_labelled, n_classes, store_s, precision, kernels):
+    return (h.new_empty((h.shape[0],), dtype=reduction_dtype(kernels, h.dtype)),
+            h.new_empty((h.shape[0], weight.shape[0]) if store_s else (0,)))
 
 
 def _backward_fake(grad_ll, h, weight, bias, x, s, n_labelled, n_classes, precision, need_h, need_weight,
@@ -251,8 +253,9 @@ def bernoulli_loglik_linear(
     3-D form: h (N, C, H), x (N, D) shared by the C rows of example n -> ll (N, C) (n_labelled must be 0).
     2-D form: h (M, H) rows, M = n_l + (N - n_l) * C with n_l = n_labelled: row i < n_l scores x[i], row
     n_l + j * C + c scores x[n_l + j] (the layout of `class_conditional_activation` given n_l classes)
-    -> ll (M,). weight: (D, H); bias: (D,) or None. Returns h's dtype (the `torch` backend: float32 under
-    torch.autocast); accumulates in fp32 (fp64 for fp64 inputs; row sums in double on the CPU). x must be
+    -> ll (M,). weight: (D, H); bias: (D,) or None. Returns h's dtype (the `torch` and `cpu` backends: float32
+    for 16-bit inputs under torch.autocast, which casts h, weight, bias and x to its dtype as for a linear
+    layer); accumulates in fp32 (fp64 for fp64 inputs; row sums in double on the CPU). x must be
     finite and in [0, 1] (checked unless `ssvae_fast.set_validation(False)`). precision: the in-kernel
     GEMM's ("tf32" or "ieee" on cuda, "ieee", "tf32" or "tf32x3" on triton; None: the backend's setting;
     float64 is always exact).
@@ -273,9 +276,9 @@ def bernoulli_loglik_linear(
         N, _, H = h.shape
         rows = h.reshape(N * n_classes, H)  # a view when the strides allow it
         ll, _ = op(rows, weight, bias, x, 0, n_classes, store_s, precision)
-        return ll.view(N, n_classes)
+        return reduction_result(ll.view(N, n_classes), h.dtype)
     ll, _ = op(h, weight, bias, x, n_labelled, n_classes, store_s, precision)
-    return ll
+    return reduction_result(ll, h.dtype)
 
 
 bernoulli_loglik_linear_cpu, bernoulli_loglik_linear_cuda, bernoulli_loglik_linear_triton = (

@@ -23,6 +23,7 @@ public entry point `class_conditional_activation(a, w_y, classes, activation, ba
 
 # No `from __future__ import annotations`: torch.library.custom_op infers each op's schema from the
 # implementations' real annotations.
+from contextlib import nullcontext
 from typing import Optional
 
 import torch
@@ -53,8 +54,12 @@ def class_conditional_activation_torch(a: Tensor, w_y: Tensor, classes: Optional
     n_l = classes.shape[0]
     # A one-hot product picks the class columns: exact (products by 0 and 1), and its backward is a
     # small GEMM, deterministic on every device (index_select's backward accumulates with atomics on CUDA).
-    one_hot = torch.nn.functional.one_hot(classes, w_y.shape[1]).to(a.dtype)
-    labelled = act(a[:n_l] + one_hot @ w_y.t())
+    # Not autocast: the columns keep their dtype, and the sum promotes as the every-class form's does.
+    one_hot = torch.nn.functional.one_hot(classes, w_y.shape[1]).to(w_y.dtype)
+    exact = torch.autocast(a.device.type, enabled=False) if validation.autocasting(a.device) else nullcontext()
+    with exact:
+        columns = one_hot @ w_y.t()
+    labelled = act(a[:n_l] + columns)
     if n_l == a.shape[0]:
         return labelled
     every = act(a[n_l:].unsqueeze(1) + w_y.t().unsqueeze(0)).flatten(0, 1)
@@ -80,7 +85,7 @@ def check_inputs(a: Tensor, w_y: Tensor, classes: Optional[Tensor]) -> None:
 #    forward(a, w_y, classes?, activation) -> out
 #    backward(grad_out, a?, w_y, out?, classes?, activation, N, need_a, need_w_y)
 #        -> (grad_a (N, H) or (0,), grad_w_y (H, C) or (0,)); act' from `out` when given, else from a + w_y.
-def _forward_fake(a, w_y, classes, activation):
+def _forward_fake(a, w_y, classes, activation, kernels):
     return a.new_empty(class_conditional_output_shape(a, w_y, classes))
 
 
@@ -124,7 +129,10 @@ def class_conditional_activation(
     classes (n_l,) int64, n_l <= N: the first n_l rows take one class each, the other rows every class ->
     (n_l + (N - n_l) * C, H), labelled rows first (n_l = N: one class per row, (N, H)).
     activation: "softplus" (exact, max(v, 0) + log1p(exp(-|v|))) or "relu". Computes in fp32 (fp64 for fp64
-    inputs; the cpu backend reduces grad_w_y in double); differentiable in a and w_y, deterministic.
+    inputs; the cpu backend reduces grad_w_y in double); the output in the inputs' dtype (bf16 inputs: bf16,
+    the next layer's GEMM input). Under torch.autocast mixed dtypes are promoted to the widest, as torch's
+    elementwise ops do (a bf16 `a` with float32 class columns runs in float32). Differentiable in a and w_y,
+    deterministic.
     """
     if backend == "torch":
         return class_conditional_activation_torch(a, w_y, classes, activation)

@@ -23,7 +23,8 @@ from torch import Tensor
 from .. import validation
 from .._launch import compute_dtype
 from ..functional import log_n_classes
-from .glue import Implementations, bind_backend, cast_for_backend, check_tensors, check_types
+from .glue import (Implementations, bind_backend, cast_for_backend, check_tensors, check_types, reduction_dtype,
+                   reduction_result)
 
 OP = "elbo_reduction"
 
@@ -80,10 +81,10 @@ def _floats(logits_y, ll_l, kl_l, ll_u, kl_u) -> dict:
 
 
 # 3. The custom ops' schemas (from the implementations' annotations) and fakes:
-#    forward(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha) -> loss (n_l + n_u,)
+#    forward(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha) -> loss (n_l + n_u,) in `glue.reduction_dtype`
 #    backward(grad, logits_y, y_l, ll_u, kl_u, alpha) -> (d logits_y, d ll_l, d kl_l, d ll_u, d kl_u)
-def _forward_fake(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha):
-    return logits_y.new_empty((logits_y.shape[0],))
+def _forward_fake(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha, kernels):
+    return logits_y.new_empty((logits_y.shape[0],), dtype=reduction_dtype(kernels, logits_y.dtype))
 
 
 def _backward_fake(grad, logits_y, y_l, ll_u, kl_u, alpha):
@@ -130,7 +131,9 @@ def elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float, *, backe
     logits_y: (n_l + n_u, C), labelled rows first; y_l: (n_l,) int64 in [0, C) (checked unless
     `ssvae_fast.set_validation(False)`, always by the cpu kernels; on a GPU without the check a label
     outside gives NaN); ll_l, kl_l: (n_l,); ll_u, kl_u: (n_u, C); alpha: weight of -log q(y|x), finite
-    and >= 0. Stable log-softmax; in double on the CPU, fp32 (fp64 for fp64 inputs) on a GPU.
+    and >= 0. Stable log-softmax; in double on the CPU, fp32 (fp64 for fp64 inputs) on a GPU. The losses in
+    the inputs' (promoted) dtype, except under torch.autocast, where the cpu backend's losses of 16-bit
+    inputs are float32 (as the torch face's; the GPU backends round them to the inputs' dtype).
     Differentiable in logits_y, ll_*, kl_*.
     """
     if backend == "torch":
@@ -143,7 +146,8 @@ def elbo_reduction(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float, *, backe
     low, high = getattr(kernels, "MIN_CLASSES", 0), getattr(kernels, "MAX_CLASSES", n_classes)
     if not low <= n_classes <= high:
         raise ValueError(f"{name}: logits_y must have {low} to {high} classes, got {n_classes}")
-    return IMPLEMENTATIONS[backend](logits_y, y_l, ll_l, kl_l, ll_u, kl_u, float(alpha))
+    loss = IMPLEMENTATIONS[backend](logits_y, y_l, ll_l, kl_l, ll_u, kl_u, float(alpha))
+    return reduction_result(loss, logits_y.dtype)
 
 
 elbo_reduction_cpu, elbo_reduction_cuda, elbo_reduction_triton = (

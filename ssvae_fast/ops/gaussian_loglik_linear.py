@@ -29,7 +29,8 @@ from torch import Tensor
 from .. import validation
 from .._launch import compute_dtype
 from .bernoulli_loglik_linear import _check_shapes
-from .glue import Implementations, bind_backend, cast_for_backend, check_tensors, check_types
+from .glue import (Implementations, bind_backend, cast_for_backend, check_tensors, check_types, reduction_dtype,
+                   reduction_result)
 
 OP = "gaussian_loglik_linear"
 LOG_2PI = math.log(2.0 * math.pi)
@@ -89,12 +90,13 @@ def check_inputs(h, weight, bias, logvar, x, n_labelled: int = 0) -> int:
 
 # 3. The custom ops' schemas (from the kernel modules' annotations) and fakes; h is always (M, H) rows:
 #    forward(h, weight, bias?, logvar, x, n_labelled, n_classes, store_s, precision)
-#        -> (ll (M,), s = exp(-logvar) (x - mu) (M, D) when store_s, else (0,))
+#        -> (ll (M,) in `glue.reduction_dtype`, s = exp(-logvar) (x - mu) (M, D) when store_s, else (0,))
 #    backward(grad_ll, h, weight, bias?, logvar, x, s, n_labelled, n_classes, precision,
 #             need_h, need_weight, need_bias, need_logvar, need_x) -> (dh, dW, db, dlogvar, dx), each (0,)
 #        when not needed; an s that is not (M, D) is recomputed.
-def _forward_fake(h, weight, bias, logvar, x, n_labelled, n_classes, store_s, precision):
-    return h.new_empty((h.shape[0],)), h.new_empty((h.shape[0], weight.shape[0]) if store_s else (0,))
+def _forward_fake(h, weight, bias, logvar, x, n_labelled, n_classes, store_s, precision, kernels):
+    return (h.new_empty((h.shape[0],), dtype=reduction_dtype(kernels, h.dtype)),
+            h.new_empty((h.shape[0], weight.shape[0]) if store_s else (0,)))
 
 
 def _backward_fake(grad_ll, h, weight, bias, logvar, x, s, n_labelled, n_classes, precision, need_h, need_weight,
@@ -156,7 +158,9 @@ def gaussian_loglik_linear(
     must be finite (checked unless `ssvae_fast.set_validation(False)`). Differentiable in h, weight, bias,
     logvar and x; deterministic. When a gradient is needed the forward keeps s = exp(-logvar) (x - mu),
     (M, D), for the backward, unless the backend's recompute setting (the Bernoulli op's) is on: then the
-    backward recomputes it. precision: the in-kernel GEMM's, as for `bernoulli_loglik_linear`.
+    backward recomputes it. precision: the in-kernel GEMM's, as for `bernoulli_loglik_linear`. ll in h's
+    dtype (float32 for 16-bit inputs under torch.autocast on the `torch` and `cpu` backends), as for
+    `bernoulli_loglik_linear`, whose autocast casting (all five inputs) this op shares.
     """
     if backend == "torch":
         return gaussian_loglik_linear_torch(h, weight, bias, logvar, x, n_labelled)
@@ -171,9 +175,9 @@ def gaussian_loglik_linear(
     if h.dim() == 3:  # every class of every example: the 2-D form with n_l = 0
         N, _, H = h.shape
         ll, _ = op(h.reshape(N * n_classes, H), weight, bias, logvar, x, 0, n_classes, store_s, precision)
-        return ll.view(N, n_classes)
+        return reduction_result(ll.view(N, n_classes), h.dtype)
     ll, _ = op(h, weight, bias, logvar, x, n_labelled, n_classes, store_s, precision)
-    return ll
+    return reduction_result(ll, h.dtype)
 
 
 gaussian_loglik_linear_cpu, gaussian_loglik_linear_cuda, gaussian_loglik_linear_triton = (

@@ -25,7 +25,8 @@ from torch import Tensor
 from .. import validation
 from .._launch import compute_dtype
 from ..functional import gaussian_kl
-from .glue import Implementations, bind_backend, cast_for_backend, check_tensors, check_types
+from .glue import (Implementations, bind_backend, cast_for_backend, check_tensors, check_types, reduction_dtype,
+                   reduction_result)
 
 OP = "gaussian_reparam_kl"
 
@@ -56,11 +57,11 @@ def check_inputs(head: Tensor, eps: Tensor) -> None:
 
 
 # 3. The custom ops' schemas (from the implementations' annotations) and fakes:
-#    forward(head, eps) -> (z (R, Z), kl (R,))
+#    forward(head, eps) -> (z (R, Z), kl (R,) in `glue.reduction_dtype`)
 #    backward(head, eps, grad_z?, grad_kl?, need_head, need_eps) -> (d head (R, 2Z) or (0,), d eps (R, Z) or (0,))
 #    A None output gradient counts as zero.
-def _forward_fake(head, eps):
-    return head.new_empty(eps.shape), head.new_empty((eps.shape[0],))
+def _forward_fake(head, eps, kernels):
+    return head.new_empty(eps.shape), head.new_empty((eps.shape[0],), dtype=reduction_dtype(kernels, head.dtype))
 
 
 def _backward_fake(head, eps, grad_z, grad_kl, need_head, need_eps):
@@ -92,13 +93,15 @@ def gaussian_reparam_kl(head: Tensor, eps: Tensor, *, backend: str = "torch") ->
     """head: (R, 2Z) = [mu, logvar]; eps: (R, Z) -> z = mu + exp(logvar / 2) * eps (R, Z) and
     kl = 0.5 * sum_k (mu^2 + exp(logvar) - 1 - logvar) (R,), by `backend`'s kernels: one pass forward, one
     backward (to head and eps). KL accumulates in double on the CPU, in fp32 (fp64 for fp64 inputs) on a
-    GPU. Any strides."""
+    GPU. z in the inputs' dtype; kl too, except under torch.autocast, where the cpu backend's kl of 16-bit
+    inputs is float32 (as the torch face's; the GPU backends round it to the inputs' dtype). Any strides."""
     if backend == "torch":
         return gaussian_reparam_kl_torch(head, eps)
     check_inputs(head, eps)
     head, eps = cast_for_backend(backend, (head, eps), matmul=False)
     check_tensors(f"{OP}_{backend}", backend, {"head": head, "eps": eps})
-    return IMPLEMENTATIONS[backend](head, eps)
+    z, kl = IMPLEMENTATIONS[backend](head, eps)
+    return z, reduction_result(kl, head.dtype)
 
 
 gaussian_reparam_kl_cpu, gaussian_reparam_kl_cuda, gaussian_reparam_kl_triton = (

@@ -1,6 +1,7 @@
 """What every fused op shares: the custom-op pair with its autograd formula (`FusedOp`), the table of
-implementations by backend (`Implementations`), each backend's input rules (`check_tensors`), and the
-autocast casting rule (`cast_for_backend`).
+implementations by backend (`Implementations`), each backend's input rules (`check_tensors`), the
+autocast casting rule (`cast_for_backend`) and the dtype of the ops' reductions (`reduction_dtype`,
+`reduction_result`).
 
 A fused op is two `torch.library.custom_op`s, `ssvae_fast::<op>_<backend>` (forward) and
 `ssvae_fast::<op>_<backend>_backward`, each with a fake (meta) implementation, and an autograd formula for
@@ -34,8 +35,8 @@ import torch
 from torch import Tensor
 
 from .. import validation
+from .._launch import compute_dtype
 from ..functional import ACTIVATIONS
-
 
 
 def tracing() -> bool:
@@ -105,9 +106,10 @@ class Implementations:
 
     Backend `b`'s kernels for op `op` are the module `ssvae_fast.<b>.<op>`; it defines `forward` and
     `backward` with the op's custom-op signatures, and may define `backward_in_place` (see the module
-    docstring). The formula's `setup_context(ctx, inputs, output, kernels)` receives that module, for the
-    choices a backend declares there (what to save for its backward). The module is imported only when
-    the backend is first asked for (Triton's imports triton).
+    docstring). The formula's `setup_context(ctx, inputs, output, kernels)` and the forward fake
+    `forward_fake(*inputs, kernels=kernels)` receive that module, for the choices a backend declares there
+    (what to save for its backward, the dtype of its reductions: `reduction_dtype`). The module is imported
+    only when the backend is first asked for (Triton's imports triton).
     """
 
     def __init__(self, op: str, backends: Sequence[str], forward_fake, backward_fake, setup_context, vjp):
@@ -132,7 +134,8 @@ class Implementations:
             module = self.module(backend)
             forward_fake, backward_fake, setup_context, vjp = self._formula
             fused = self._registered[backend] = FusedOp(
-                f"{self.op}_{backend}", module.forward, forward_fake, module.backward, backward_fake,
+                f"{self.op}_{backend}", module.forward, partial(forward_fake, kernels=module), module.backward,
+                backward_fake,
                 partial(setup_context, kernels=module), vjp, device_types=_DEVICE_TYPES[backend],
                 backward_in_place=getattr(module, "backward_in_place", None),
             )
@@ -143,7 +146,7 @@ class Implementations:
 # What each backend accepts, checked at every public op's boundary.
 # ------------------------------------------------------------------------------------------------------
 _DEVICE_TYPES = {"cpu": "cpu", "cuda": None, "triton": None}
-_FLOATS_CPU = (torch.float32, torch.float64)
+_FLOATS_CPU = (torch.bfloat16, torch.float32, torch.float64)
 _FLOATS_GPU = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -156,11 +159,16 @@ class _Rule:
     devices: Callable[[], Optional[tuple]]  # device types; None: any
     dtypes: tuple
     where: str  # what the backend runs on, for messages
+    advice: tuple = ()  # (dtype, what to do instead) for dtypes the backend does not take, for messages
 
 
 _RULES = {
     "torch": _Rule(lambda: None, _FLOATS_GPU, "any device"),
-    "cpu": _Rule(lambda: ("cpu",), _FLOATS_CPU, "CPU tensors (use backend 'cuda' or 'triton' for CUDA tensors)"),
+    "cpu": _Rule(
+        lambda: ("cpu",), _FLOATS_CPU, "CPU tensors (use backend 'cuda' or 'triton' for CUDA tensors)",
+        ((torch.float16, "the cpu backend has no float16 kernels: use bfloat16 (e.g. torch.autocast('cpu', "
+                         "dtype=torch.bfloat16)) or float32, or backend 'torch'"),),
+    ),
     "cuda": _Rule(lambda: ("cuda",), _FLOATS_GPU, "CUDA tensors (use backend 'torch' or 'cpu' on the CPU)"),
     "triton": _Rule(
         lambda: ("cuda", "cpu") if _interpreting() else ("cuda",), _FLOATS_GPU,
@@ -199,7 +207,8 @@ def check_tensors(op: str, backend: str, floats: dict, ints: Optional[dict] = No
     mixed_ok = backend == "torch" and validation.autocasting(next(iter(devices)))
     if not dtypes <= set(rule.dtypes) or (len(dtypes) > 1 and not mixed_ok):
         listed = ", ".join(f"{k} {t.dtype}" for k, t in floats.items())
-        raise TypeError(f"{op}: float inputs must share one dtype among {rule.dtypes}, got {listed}")
+        advice = "".join(f"; {text}" for dtype, text in rule.advice if dtype in dtypes)
+        raise TypeError(f"{op}: float inputs must share one dtype among {rule.dtypes}, got {listed}{advice}")
     for name, t in ints.items():
         if t.dtype != torch.int64:
             raise TypeError(f"{op}: {name} must be int64 class indices, got {t.dtype}")
@@ -245,9 +254,10 @@ def autocast_inputs(tensors: tuple, matmul: bool, device_type: str = "cuda") -> 
     )
 
 
-# The backends whose public ops cast under autocast, as torch's own ops would. (`cpu` takes float32 or
-# float64 only and does not cast.)
-_AUTOCAST_BACKENDS = ("cuda", "triton")
+# The backends whose public ops cast under autocast, as torch's own ops would: every compiled backend, on
+# its device (torch.autocast("cpu") for the cpu backend). The `torch` faces are torch ops: autocast acts on
+# them directly.
+_AUTOCAST_BACKENDS = ("cpu", "cuda", "triton")
 
 
 def cast_for_backend(backend: str, tensors: tuple, matmul: bool) -> tuple:
@@ -256,3 +266,21 @@ def cast_for_backend(backend: str, tensors: tuple, matmul: bool) -> tuple:
         return tensors
     device_type = next(t.device.type for t in tensors if isinstance(t, Tensor))
     return autocast_inputs(tensors, matmul, device_type)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The dtype of the ops' reductions: the per-row log-likelihoods, KLs and losses.
+# ------------------------------------------------------------------------------------------------------
+def reduction_dtype(kernels, dtype: torch.dtype) -> torch.dtype:
+    """The dtype in which a backend's kernel module `kernels` returns an op's reductions for float inputs of
+    `dtype` (what the forward fakes declare): the compute dtype (float32 for 16-bit inputs) where the module
+    sets REDUCTIONS_IN_COMPUTE_DTYPE (the cpu kernels: a reduction that feeds no GEMM is never rounded to 16
+    bits), else `dtype`."""
+    return compute_dtype(dtype) if getattr(kernels, "REDUCTIONS_IN_COMPUTE_DTYPE", False) else dtype
+
+
+def reduction_result(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """A reduction `t` of inputs of `dtype` as the public op returns it: as is under torch.autocast on t's
+    device (a float32 reduction of 16-bit inputs stays float32, as torch's own reductions and the `torch`
+    faces' do there), else in `dtype`."""
+    return t if t.dtype == dtype or validation.autocasting(t.device) else t.to(dtype)

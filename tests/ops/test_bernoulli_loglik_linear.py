@@ -4,7 +4,9 @@ Against the plain-torch face (ll and the gradients of h, weight, bias and x, doc
 rule): the every-class (N, C, H) form with strided h, column-major weight and strided x, the labelled-prefix
 rows form (n_l labelled rows, then C per remaining example; also with no enumerated row), the recompute
 settings (cpu, triton), a backward op given no s, extreme logits, zero-width H and D, gradcheck in float64,
-half precision on the GPU backends; the fakes and torch.library.opcheck of the custom ops; the shape,
+half precision (bfloat16 on the cpu backend, bfloat16 and float16 on the GPU backends), the cpu backend
+under torch.autocast against the torch face under the same autocast; the fakes and torch.library.opcheck of
+the custom ops; the shape,
 dtype and precision checks; int64 offsets (GPU only). The torch face itself against rows gathered by
 enumeration. Shapes are per backend: tiny for Triton's interpreter, several tiles on cuda.
 """
@@ -18,10 +20,10 @@ from ssvae_fast import backends
 from ssvae_fast.ops import bernoulli_loglik_linear as module
 from ssvae_fast.ops.bernoulli_loglik_linear import bernoulli_loglik_linear_torch as torch_face
 from tests.op_checks import (COMPILED, EXTREME, GPU_BACKENDS, HAS_CUDA, RECOMPUTE_BACKENDS, backend_param,
-                             check_bernoulli_labelled_prefix, check_op_against_torch, check_opcheck, device_of,
-                             gemm_precision, gpu_precision_params, labelled_prefix_rows, leaf, on_backends, op_of,
-                             outputs_and_grads, per_backend, rand, recompute_logits, registered,
-                             strided_output_layer_inputs)
+                             check_bernoulli_labelled_prefix, check_op_against_torch, check_op_under_autocast,
+                             check_opcheck, device_of, gemm_precision, gpu_precision_params, half_gemm_params,
+                             labelled_prefix_rows, leaf, on_backends, op_of, outputs_and_grads, per_backend, rand,
+                             recompute_logits, registered, strided_output_layer_inputs)
 
 pytestmark = pytest.mark.usefixtures("exact_gemm")
 
@@ -281,12 +283,9 @@ def test_torch_library_opcheck(backend):
     check_opcheck(module, backend, cases)
 
 
-# Half precision needs a half-precision tl.dot, which Triton's interpreter lacks: GPU only there.
-@pytest.mark.parametrize("form", ["every class", "labelled prefix"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("backend,precision", gpu_precision_params())
-def test_half_precision_matches_torch(backend, precision, dtype, form):
-    device = device_of(backend)
+def _half_inputs(form: str, device):
+    """make(dtype) for the 16-bit tests: MNIST's D = 785 (one more than a multiple of 16), every class of 13
+    examples or 40 labelled rows and 20 examples of 10 classes; ll and the gradients of h, weight, bias and x."""
     N, n_l, C, H, D = (13, 0, 10, 70, 785) if form == "every class" else (60, 40, 10, 70, 785)
     M = n_l + (N - n_l) * C
     h64, w64 = rand(M, H, seed=88), rand(D, H, seed=89, scale=0.3)
@@ -298,8 +297,29 @@ def test_half_precision_matches_torch(backend, precision, dtype, form):
                 "bias": leaf(b64, dt, device), "x": leaf(x64, dt, device),
                 **({} if form == "every class" else {"n_labelled": n_l})}
 
+    return make
+
+
+# Half precision needs a half-precision tl.dot, which Triton's interpreter lacks: GPU only there.
+@pytest.mark.parametrize("form", ["every class", "labelled prefix"])
+@pytest.mark.parametrize("backend,precision,dtype", half_gemm_params())
+def test_half_precision_matches_torch(backend, precision, dtype, form):
+    device = device_of(backend)
     with gemm_precision(backend, precision):
-        check_op_against_torch(_op(backend), torch_face, make, device=device, dtypes=(dtype,))
+        check_op_against_torch(_op(backend), torch_face, _half_inputs(form, device), device=device, dtypes=(dtype,))
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("half", [(), ("h",)])
+@pytest.mark.parametrize("form", ["every class", "labelled prefix"])
+@pytest.mark.parametrize("backend", on_backends("cpu"))
+def test_autocast_matches_torch(backend, form, half, recompute):
+    """Under torch.autocast(bfloat16), which casts every input to bf16 as for a linear layer (float32 ones, or
+    a bf16 h from the previous GEMM): ll in float32 and the gradients in their inputs' dtypes, as the torch
+    face's, and the tolerance rule against the torch face under the same autocast; s kept or recomputed."""
+    device = device_of(backend)
+    with recompute_logits(backend, recompute):
+        check_op_under_autocast(_op(backend), torch_face, _half_inputs(form, device), half, device=device)
 
 
 @pytest.mark.skipif(

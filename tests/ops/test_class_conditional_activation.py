@@ -2,8 +2,10 @@
 
 Against the plain-torch face (outputs, the gradients of a and w_y, docs/design.md section 4's rule): the
 every-class, one-class-per-row and labelled-prefix layouts, strided inputs and upstream gradients, extreme
-pre-activations, gradients of one input alone, gradcheck in float64, half precision on the GPU backends;
-the fakes the tracers see and torch.library.opcheck of the custom ops; int64 offsets (GPU only). The
+pre-activations, gradients of one input alone, gradcheck in float64, half precision (bfloat16 on the cpu
+backend, bfloat16 and float16 on the GPU backends), the cpu backend under torch.autocast against the torch
+face under the same autocast; the fakes the tracers see and torch.library.opcheck of the custom ops; int64
+offsets (GPU only). The
 torch face itself against rows gathered by enumeration. Shapes are per backend: tiny for Triton's
 interpreter, past the kernels' serial threshold (cpu) and across several blocks (cuda).
 """
@@ -17,9 +19,9 @@ from ssvae_fast import backends
 from ssvae_fast.ops import class_conditional_activation as module
 from ssvae_fast.ops.class_conditional_activation import class_conditional_activation_torch as torch_face
 from tests.op_checks import (COMPILED, EXTREME, GPU_BACKENDS, HAS_CUDA, assert_grads_match_torch,
-                             check_class_conditional_labelled_prefix, check_op_against_torch, check_opcheck,
-                             device_of, labelled_prefix_rows, leaf, on_backends, op_of,
-                             per_backend, rand, registered)
+                             check_class_conditional_labelled_prefix, check_op_against_torch,
+                             check_op_under_autocast, check_opcheck, device_of, half_precision_params,
+                             labelled_prefix_rows, leaf, on_backends, op_of, per_backend, rand, registered)
 
 ACTIVATIONS = ["softplus", "relu"]
 
@@ -229,19 +231,40 @@ def test_torch_library_opcheck(backend):
     check_opcheck(module, backend, cases)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("backend", on_backends(*GPU_BACKENDS))
-def test_half_precision_matches_torch(backend, dtype):
-    """bf16/fp16 inputs, fp32 compute, outputs in the input dtype, under the tolerance rule."""
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("backend,dtype", half_precision_params("cpu", *GPU_BACKENDS))
+def test_half_precision_matches_torch(backend, dtype, activation):
+    """bf16/fp16 inputs, fp32 compute, outputs in the input dtype, under the tolerance rule (on the cpu also
+    past the kernels' serial threshold)."""
     device = device_of(backend)
-    a64, w64 = rand(13, 40, seed=40), rand(40, 16, seed=41)
-    classes = _classes(13, 5, 42, device)
-    for cls in (None, classes, classes[:6]):
-        check_op_against_torch(
+    for N, H in [(13, 40)] + ([(70, 129)] if backend == "cpu" else []):
+        a64, w64 = rand(N, H, seed=40), rand(H, 16, seed=41)
+        classes = _classes(N, 5, 42, device)
+        for cls in (None, classes, classes[: N // 2]):
+            check_op_against_torch(
+                _op(backend), torch_face,
+                lambda dt: {"a": leaf(a64, dt, device), "w_y": leaf(w64, dt, device)[:, 11:], "classes": cls,
+                            "activation": activation},
+                device=device, dtypes=(dtype,),
+            )
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("half", [("a",), ("a", "w_y")])
+@pytest.mark.parametrize("backend", on_backends("cpu"))
+def test_autocast_matches_torch(backend, half, activation):
+    """Under torch.autocast(bfloat16): a bf16 `a` (a GEMM's output) with float32 class columns, as M2's first
+    layers take them (the casting rule runs the op in float32), or both bf16: the torch face's dtypes, and
+    the tolerance rule against the torch face under the same autocast, every layout."""
+    device = device_of(backend)
+    a64, w64 = rand(70, 129, seed=43, scale=2.0), rand(129, 16, seed=44)
+    classes = _classes(70, 5, 45, device)
+    for cls in (None, classes, classes[:30]):
+        check_op_under_autocast(
             _op(backend), torch_face,
             lambda dt: {"a": leaf(a64, dt, device), "w_y": leaf(w64, dt, device)[:, 11:], "classes": cls,
-                        "activation": "softplus"},
-            device=device, dtypes=(dtype,),
+                        "activation": activation},
+            half, device=device,
         )
 
 

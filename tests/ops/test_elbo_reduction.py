@@ -2,8 +2,9 @@
 
 Against the plain-torch face (per-example losses and the gradients of logits_y, ll_* and kl_*,
 docs/design.md section 4's rule): labelled-only, unlabelled-only and mixed batches, non-contiguous inputs,
-many classes, extreme logits, gradcheck in float64, half precision on the GPU backends; the fakes and
-torch.library.opcheck of the custom ops; the shape checks.
+many classes, extreme logits, gradcheck in float64, half precision (bfloat16 on the cpu backend, bfloat16
+and float16 on the GPU backends), the cpu backend under torch.autocast against the torch face under the
+same autocast; the fakes and torch.library.opcheck of the custom ops; the shape checks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from ssvae_fast import backends
 from ssvae_fast.ops import elbo_reduction as module
 from ssvae_fast.ops.elbo_reduction import elbo_reduction_torch as torch_face
 from tests.op_checks import (COMPILED, EXTREME, GPU_BACKENDS, check_elbo_extreme_logits, check_op_against_torch,
-                             check_opcheck, device_of, leaf, on_backends, op_of, rand, registered)
+                             check_op_under_autocast, check_opcheck, device_of, half_precision_params, leaf,
+                             on_backends, op_of, rand, registered)
 
 
 def _op(backend):
@@ -101,18 +103,29 @@ def test_torch_library_opcheck(backend):
     check_opcheck(module, backend, cases)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("backend", on_backends(*GPU_BACKENDS))
+def _half_inputs(device, n_l: int = 5, n_u: int = 9):
+    """make(dtype) for the 16-bit tests: n_l labelled and n_u unlabelled examples of 10 classes."""
+    logits64, ll_l64 = rand(n_l + n_u, 10, seed=45), rand(n_l, seed=46, scale=30.0)
+    kl_l64, ll_u64 = rand(n_l, seed=47, uniform=True), rand(n_u, 10, seed=48, scale=30.0)
+    kl_u64, y_l = rand(n_u, 10, seed=49, uniform=True), _labels(n_l, 10, 50, device)
+    return lambda dt: {"logits_y": leaf(logits64, dt, device), "y_l": y_l, "ll_l": leaf(ll_l64, dt, device),
+                       "kl_l": leaf(kl_l64, dt, device), "ll_u": leaf(ll_u64, dt, device),
+                       "kl_u": leaf(kl_u64, dt, device), "alpha": 1.3}
+
+
+@pytest.mark.parametrize("backend,dtype", half_precision_params("cpu", *GPU_BACKENDS))
 def test_half_precision_matches_torch(backend, dtype):
     """bf16/fp16 inputs, fp32 compute, outputs in the input dtype, under the tolerance rule."""
     device = device_of(backend)
-    logits64, ll_l64, kl_l64 = rand(14, 10, seed=45), rand(5, seed=46, scale=30.0), rand(5, seed=47, uniform=True)
-    ll_u64, kl_u64 = rand(9, 10, seed=48, scale=30.0), rand(9, 10, seed=49, uniform=True)
-    y_l = _labels(5, 10, 50, device)
-    check_op_against_torch(
-        _op(backend), torch_face,
-        lambda dt: {"logits_y": leaf(logits64, dt, device), "y_l": y_l, "ll_l": leaf(ll_l64, dt, device),
-                    "kl_l": leaf(kl_l64, dt, device), "ll_u": leaf(ll_u64, dt, device),
-                    "kl_u": leaf(kl_u64, dt, device), "alpha": 1.3},
-        device=device, dtypes=(dtype,),
-    )
+    check_op_against_torch(_op(backend), torch_face, _half_inputs(device), device=device, dtypes=(dtype,))
+
+
+@pytest.mark.parametrize("half", [("logits_y",), ("logits_y", "ll_l", "kl_l", "ll_u", "kl_u")])
+@pytest.mark.parametrize("backend", on_backends("cpu"))
+def test_autocast_matches_torch(backend, half):
+    """Under torch.autocast(bfloat16): bf16 classifier logits with float32 terms, as M2's step gives them
+    (run in float32 by the casting rule), or every input bf16: the losses in float32 as the torch face's, the
+    gradients in their inputs' dtypes, and the tolerance rule against the torch face under the same
+    autocast."""
+    device = device_of(backend)
+    check_op_under_autocast(_op(backend), torch_face, _half_inputs(device, 26, 230), half, device=device)

@@ -3,8 +3,10 @@
 The torch face against `torch.distributions.Normal` on rows gathered by enumeration (float64, values and
 gradients); every compiled backend against the torch face (ll and the gradients of h, weight, bias,
 logvar and x, docs/design.md section 4's rule) in the every-class form with strided inputs and in the
-labelled-prefix form, extreme log-variances, gradcheck in float64, the fakes and torch.library.opcheck of
-the custom ops, and the input checks. Shapes are per backend: tiny for Triton's interpreter.
+labelled-prefix form, extreme log-variances, gradcheck in float64, half precision (bfloat16 on the cpu
+backend, bfloat16 and float16 on the GPU backends), the cpu backend under torch.autocast against the torch
+face under the same autocast, the fakes and torch.library.opcheck of the custom ops, and the input checks.
+Shapes are per backend: tiny for Triton's interpreter.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import torch
 
 from ssvae_fast.ops import gaussian_loglik_linear as module
 from ssvae_fast.ops.gaussian_loglik_linear import gaussian_loglik_linear_torch as torch_face
-from tests.op_checks import (COMPILED, RECOMPUTE_BACKENDS, check_op_against_torch, check_opcheck, device_of,
-                             labelled_prefix_rows, leaf, on_backends, per_backend, rand, recompute_logits, registered,
+from tests.op_checks import (COMPILED, RECOMPUTE_BACKENDS, check_op_against_torch, check_op_under_autocast,
+                             check_opcheck, device_of, gemm_precision, half_gemm_params, labelled_prefix_rows, leaf,
+                             on_backends, per_backend, rand, recompute_logits, registered,
                              strided_output_layer_inputs)
 
 pytestmark = pytest.mark.usefixtures("exact_gemm")
@@ -115,6 +118,45 @@ def test_labelled_prefix(backend, N, n_l, C, H, D, bias, x_grad):
 
     assert _op(backend)(**make(torch.float64)).shape == (M,)
     check_op_against_torch(_op(backend), torch_face, make, device=device)
+
+
+def _half_inputs(form: str, device):
+    """make(dtype) for the 16-bit tests: every class of 13 examples, or 40 labelled rows and 20 examples of 10
+    classes; D = 50 (M1+M2's features); ll and the gradients of h, weight, bias, logvar and x."""
+    N, n_l, C, H, D = (13, 0, 10, 70, 50) if form == "every class" else (60, 40, 10, 70, 50)
+    M = n_l + (N - n_l) * C
+    h64, w64, b64 = rand(M, H, seed=60).sigmoid() * 2.0, rand(D, H, seed=61, scale=0.3), rand(D, seed=62, scale=0.3)
+    v64, x64 = _logvar(D, 63), rand(N, D, seed=64)
+
+    def make(dt):
+        h = leaf(h64, dt, device)
+        return {"h": h.view(N, C, H) if form == "every class" else h, "weight": leaf(w64, dt, device),
+                "bias": leaf(b64, dt, device), "logvar": leaf(v64, dt, device), "x": leaf(x64, dt, device),
+                **({} if form == "every class" else {"n_labelled": n_l})}
+
+    return make
+
+
+# Half precision needs a half-precision tl.dot, which Triton's interpreter lacks: GPU only there.
+@pytest.mark.parametrize("form", ["every class", "labelled prefix"])
+@pytest.mark.parametrize("backend,precision,dtype", half_gemm_params())
+def test_half_precision_matches_torch(backend, precision, dtype, form):
+    device = device_of(backend)
+    with gemm_precision(backend, precision):
+        check_op_against_torch(_op(backend), torch_face, _half_inputs(form, device), device=device, dtypes=(dtype,))
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("half", [(), ("h",)])
+@pytest.mark.parametrize("form", ["every class", "labelled prefix"])
+@pytest.mark.parametrize("backend", on_backends("cpu"))
+def test_autocast_matches_torch(backend, form, half, recompute):
+    """Under torch.autocast(bfloat16), which casts every input (logvar too) to bf16 as for a linear layer: ll in
+    float32 and the gradients in their inputs' dtypes, as the torch face's, and the tolerance rule against the
+    torch face under the same autocast; s kept or recomputed."""
+    device = device_of(backend)
+    with recompute_logits(backend, recompute):
+        check_op_under_autocast(_op(backend), torch_face, _half_inputs(form, device), half, device=device)
 
 
 @pytest.mark.parametrize("backend", on_backends(*COMPILED))

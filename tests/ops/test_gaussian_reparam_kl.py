@@ -2,8 +2,9 @@
 
 Against the plain-torch face (z, kl and the gradients of head and eps, docs/design.md section 4's rule):
 non-contiguous eps, only z or only kl reaching the loss (a None output gradient), extreme log-variances,
-Z = 0, gradcheck in float64, half precision on the GPU backends; the fakes and torch.library.opcheck of the
-custom ops; the shape and device checks.
+Z = 0, gradcheck in float64, half precision (bfloat16 on the cpu backend, bfloat16 and float16 on the GPU
+backends), the cpu backend under torch.autocast against the torch face under the same autocast; the fakes
+and torch.library.opcheck of the custom ops; the shape and device checks.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from ssvae_fast import backends
 from ssvae_fast.ops import gaussian_reparam_kl as module
 from ssvae_fast.ops.gaussian_reparam_kl import gaussian_reparam_kl_torch as torch_face
 from tests.op_checks import (COMPILED, GPU_BACKENDS, assert_grads_match_torch, check_gaussian_extreme_logvar,
-                             check_op_against_torch, check_opcheck, device_of, leaf, on_backends, op_of, per_backend,
-                             rand, registered)
+                             check_op_against_torch, check_op_under_autocast, check_opcheck, device_of,
+                             half_precision_params, leaf, on_backends, op_of, per_backend, rand, registered)
 
 
 def _op(backend):
@@ -111,12 +112,26 @@ def test_torch_library_opcheck(backend):
     ))
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("backend", on_backends(*GPU_BACKENDS))
+@pytest.mark.parametrize("backend,dtype", half_precision_params("cpu", *GPU_BACKENDS))
 def test_half_precision_matches_torch(backend, dtype):
-    """bf16/fp16 inputs, fp32 compute, outputs in the input dtype, under the tolerance rule."""
+    """bf16/fp16 inputs, fp32 compute, outputs in the input dtype, under the tolerance rule (on the cpu also
+    past the kernels' serial threshold)."""
     device = device_of(backend)
-    head64, eps64 = rand(37, 10, seed=43), rand(37, 5, seed=44)
-    check_op_against_torch(_op(backend), torch_face,
-                           lambda dt: {"head": leaf(head64, dt, device), "eps": leaf(eps64, dt, device)},
-                           device=device, dtypes=(dtype,))
+    for R, Z in [(37, 5)] + ([(700, 50)] if backend == "cpu" else []):
+        head64, eps64 = rand(R, 2 * Z, seed=43), rand(R, Z, seed=44)
+        check_op_against_torch(_op(backend), torch_face,
+                               lambda dt: {"head": leaf(head64, dt, device), "eps": leaf(eps64, dt, device)},
+                               device=device, dtypes=(dtype,))
+
+
+@pytest.mark.parametrize("half", [("head",), ("head", "eps")])
+@pytest.mark.parametrize("backend", on_backends("cpu"))
+def test_autocast_matches_torch(backend, half):
+    """Under torch.autocast(bfloat16): a bf16 head (the encoder's last GEMM) with float32 noise, as M2's step
+    gives them (run in float32 by the casting rule), or with bf16 noise (M1+M2's features): the torch face's
+    dtypes (kl in float32), and the tolerance rule against the torch face under the same autocast."""
+    device = device_of(backend)
+    head64, eps64 = rand(700, 100, seed=46), rand(700, 50, seed=47)
+    check_op_under_autocast(_op(backend), torch_face,
+                            lambda dt: {"head": leaf(head64, dt, device), "eps": leaf(eps64, dt, device)},
+                            half, device=device)
