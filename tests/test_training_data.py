@@ -88,7 +88,7 @@ def test_digits_and_mnist_loaders_take_val_size(tmp_path):
 
 def test_defaults_table_covers_every_option_of_every_dataset():
     keys = {"steps", "epochs", "eval_every", "val_size", "batch_size", "labelled_batch_size", "lr", "lr_schedule",
-            "lr_final", "alpha", "clip_grad", "binarize", "hidden", "z_dim"}
+            "lr_final", "alpha", "clip_grad", "binarize", "hidden", "z_dim", "classifier"}
     for name, row in DATASET_DEFAULTS.items():
         assert keys <= set(row), (name, keys - set(row))
     assert DATASET_DEFAULTS["digits"]["val_size"] == 200 and DATASET_DEFAULTS["mnist"]["val_size"] == 1000
@@ -109,6 +109,14 @@ def test_resolve_turns_defaults_into_numbers():
     with pytest.raises(DatasetError, match="--clip-grad"):
         TrainConfig(clip_grad=-1.0).with_defaults()
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("dataset,model,classifier", [("digits", "m2", "mlp"), ("mnist", "m2", "conv"),
+                                                      ("mnist", "m1m2", "mlp"), ("digits", "m1m2", "mlp")])
+def test_the_classifier_default_follows_dataset_and_model(dataset, model, classifier):
+    """MNIST's M2 classifies images with the CNN; M1+M2's classifies M1's latent vectors with an MLP."""
+    assert TrainConfig(dataset=dataset, model=model).with_defaults().classifier == classifier
+    assert TrainConfig(dataset=dataset, model="m2", classifier="mlp").with_defaults().classifier == "mlp"
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "exp"])

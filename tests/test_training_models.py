@@ -82,7 +82,8 @@ def test_samples_repeat_each_example_with_its_own_noise():
 
 
 @pytest.mark.parametrize("bad,match", [(dict(model="m3"), "--model"), (dict(warmup=-1), "--warmup"),
-                                       (dict(samples=0), "--samples"), (dict(m1_hidden=(0,)), "--m1-hidden")])
+                                       (dict(samples=0), "--samples"), (dict(m1_hidden=(0,)), "--m1-hidden"),
+                                       (dict(precision="fp16"), "--precision"), (dict(classifier="cnn"), "--classifier")])
 def test_bad_options(bad, match):
     from ssvae_fast.data import DatasetError
 
@@ -111,3 +112,36 @@ def test_m1m2_trains_digits_end_to_end():
     result = train(TrainConfig(model="m1m2", m1_steps=1500, steps=1000, seed=0, progress=False))
     assert result.config.binarize == "dynamic"  # the digits M1+M2 default
     assert result.test_accuracy > 0.85, result.summary()
+
+
+def _record_autocast(monkeypatch, cls):
+    """Wrap cls.loss to record whether CPU autocast (and to which dtype) was on at each call."""
+    seen, loss = [], cls.loss
+
+    def recorded(self, *args, **kwargs):
+        on = torch.is_autocast_enabled("cpu")
+        seen.append(torch.get_autocast_dtype("cpu") if on else None)
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "loss", recorded)
+    return seen
+
+
+@pytest.mark.parametrize("model", ["m2", "m1m2"])
+def test_bf16_precision_trains_under_cpu_autocast(monkeypatch, model):
+    """--precision bf16: every training loss (M1's, M2's) runs under CPU autocast in bfloat16 while the
+    parameters stay float32; the run trains like the float32 one (close, not equal, losses)."""
+    from ssvae_fast import M1, M2
+
+    cfg = dict(SMALL, model=model, backend="cpu", steps=40, eval_every=20, m1_steps=20)
+    seen_m2 = _record_autocast(monkeypatch, M2)
+    seen_m1 = _record_autocast(monkeypatch, M1)
+    half = train(TrainConfig(**cfg, precision="bf16"))
+    assert seen_m2[:40] == [torch.bfloat16] * 40  # the training steps (evaluations run in float32)
+    assert seen_m1[:20] == ([torch.bfloat16] * 20 if model == "m1m2" else [])
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    seen_m2.clear()
+    full = train(TrainConfig(**cfg))
+    assert seen_m2[:40] == [None] * 40
+    a, b = [r["train_loss"] for r in half.history], [r["train_loss"] for r in full.history]
+    assert a != b and a == pytest.approx(b, rel=0.05)

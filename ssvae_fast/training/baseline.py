@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .. import data
 from ..model import M2
 from .batches import BatchSampler
-from .config import TrainConfig, optimizer_and_schedule
+from .config import TrainConfig, autocast, autocast_dtype, optimizer_and_schedule
 from .evaluate import accuracy
 
 
@@ -55,7 +55,8 @@ def train_baseline(cfg: TrainConfig, split: data.SemiSupervisedSplit, device) ->
     for step in range(1, cfg.steps + 1):
         net.train()
         idx, _ = sampler.next()
-        loss = F.cross_entropy(net(data.binarize(x_l[idx], cfg.binarize, generator)), y_l[idx])
+        with autocast(autocast_dtype(cfg), x_l.device.type):  # the same precision as the M2 run beside it
+            loss = F.cross_entropy(net(data.binarize(x_l[idx], cfg.binarize, generator)), y_l[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad > 0:

@@ -12,7 +12,7 @@ import torch
 from .. import backends, data
 from . import checkpoint, distributed
 from .checkpoint import BEST, LAST, TrainingError
-from .config import ESTIMATORS, LR_SCHEDULES, MODELS, SIZE_OPTIONS, TrainConfig
+from .config import ESTIMATORS, LR_SCHEDULES, MODELS, PRECISIONS, SIZE_OPTIONS, TrainConfig
 from .evaluate import TERMS, evaluate_set
 from .loop import resume, train
 from .seeds import run_seeds, seeds_record, seeds_summary, seeds_table
@@ -44,7 +44,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--clip-grad", type=float, default=None, metavar="NORM", help="gradient-norm clipping (0: off)")
     add("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes (every network)")
     add("--classifier", default=None, choices=["mlp", "conv"],
-        help="M2's classifier: an MLP (default) or a small CNN (square images; encoder and decoder stay MLPs)")
+        help="M2's classifier: an MLP or a small CNN (square images; encoder and decoder stay MLPs); default: "
+             "the dataset's (conv on mnist, mlp on digits and for --model m1m2)")
     for network in ("classifier", "encoder", "decoder"):
         add(f"--{network}-hidden", type=int, nargs="+", default=None, help=f"the {network}'s hidden layers")
     add("--z-dim", type=int, default=None)
@@ -66,6 +67,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--m1-batch-size", type=int, default=None)
     add("--iw-samples", type=int, default=None, help="model m1: samples of the importance-weighted test bound")
     add("--backend", default=None, choices=["auto", *backends.BACKENDS])
+    add("--precision", default=None, choices=list(PRECISIONS),
+        help="bf16: the losses' forward passes under torch.autocast in bfloat16 (float32 parameters and "
+             "optimizer); default fp32")
     add("--binarize", default=None, choices=list(data.BINARIZE_MODES))
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=None, help="draws labels, validation split, init, batches")

@@ -20,7 +20,7 @@ DATASET_DEFAULTS = {
     "digits": dict(
         steps=3000, epochs=None, eval_every=None, val_size=200, hidden=(256,), z_dim=16, activation="relu",
         batch_size=64, labelled_batch_size=None, lr=3e-3, lr_schedule="constant", lr_final=None, alpha=None,
-        clip_grad=0.0, binarize="none",
+        clip_grad=0.0, binarize="none", classifier="mlp",
         m1_steps=3000, m1_hidden=(256,), m1_z_dim=16, m1_lr=1e-3, m1_batch_size=64,
     ),
     # The best MNIST (t10k protocol) setting on validation so far: 100 + 100 examples a step, alpha 200,
@@ -29,7 +29,7 @@ DATASET_DEFAULTS = {
     "mnist": dict(
         steps=15000, epochs=None, eval_every=None, val_size=1000, hidden=(500,), z_dim=50, activation="softplus",
         batch_size=100, labelled_batch_size=None, lr=1e-3, lr_schedule="cosine", lr_final=None, alpha=200.0,
-        clip_grad=5.0, binarize="dynamic",
+        clip_grad=5.0, binarize="dynamic", classifier="conv",
         m1_steps=10000, m1_hidden=(600, 600), m1_z_dim=50, m1_lr=1e-3, m1_batch_size=100,
     ),
 }
@@ -38,11 +38,15 @@ DATASET_DEFAULTS = {
 MODEL_DEFAULTS = {
     # Dynamic binarization led the digits M1+M2 sweeps (README "Choosing the defaults").
     ("digits", "m1m2"): dict(binarize="dynamic"),
-    ("mnist", "m1m2"): dict(),
+    # M2 of M1+M2 classifies M1's latent vectors, not images: an MLP classifier.
+    ("mnist", "m1m2"): dict(classifier="mlp"),
 }
 
 MODELS = ("m2", "m1", "m1m2")
 ESTIMATORS = ("enumerate", "gumbel")
+#: What the training losses' forward passes run in: "fp32", or "bf16" (torch.autocast in bfloat16 on the
+#: run's device; parameters, optimizer state and gradients stay float32).
+PRECISIONS = ("fp32", "bf16")
 #: The options that hold layer sizes (tuples here, lists in JSON).
 SIZE_OPTIONS = ("hidden", "classifier_hidden", "encoder_hidden", "decoder_hidden", "m1_hidden")
 
@@ -73,7 +77,7 @@ class TrainConfig:
     alpha: Optional[float] = None
     clip_grad: Optional[float] = None
     hidden: Optional[tuple] = None
-    classifier: str = "mlp"  # "mlp", or "conv" (a convolutional classifier, square images)
+    classifier: Optional[str] = None  # "mlp", or "conv" (a convolutional classifier, square images)
     classifier_hidden: Optional[tuple] = None  # per-network overrides of `hidden`
     encoder_hidden: Optional[tuple] = None
     decoder_hidden: Optional[tuple] = None
@@ -93,6 +97,7 @@ class TrainConfig:
     m1_batch_size: Optional[int] = None
     iw_samples: int = 5000  # model m1: samples of the importance-weighted test bound
     backend: str = "auto"
+    precision: str = "fp32"  # "bf16": the losses' forward passes under torch.autocast in bfloat16
     binarize: Optional[str] = None
     seed: int = 0
     baseline: bool = False  # also train the classifier alone on the labelled examples, for comparison
@@ -146,6 +151,16 @@ class TrainConfig:
         return out
 
 
+def autocast_dtype(cfg: TrainConfig) -> Optional[torch.dtype]:
+    """The dtype the training losses' forward passes autocast to (None: no autocast)."""
+    return torch.bfloat16 if cfg.precision == "bf16" else None
+
+
+def autocast(dtype: Optional[torch.dtype], device_type: str):
+    """torch.autocast(device_type, dtype) when dtype is given; a context that does nothing otherwise."""
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def steps_per_epoch(n_unlabelled: int, batch_size: int) -> int:
     """Optimizer steps in one pass over the unlabelled pool (the last batch may be smaller)."""
     return max(1, math.ceil(n_unlabelled / batch_size))
@@ -181,6 +196,8 @@ def _check(cfg: TrainConfig) -> None:
         raise data.DatasetError(f"--val-size must be at least 0, got {cfg.val_size}")
     if cfg.classifier not in ("mlp", "conv"):
         raise data.DatasetError(f"unknown --classifier {cfg.classifier!r}; choose mlp or conv")
+    if cfg.precision not in PRECISIONS:
+        raise data.DatasetError(f"unknown --precision {cfg.precision!r}; choose one of {PRECISIONS}")
     if cfg.estimator not in ESTIMATORS:
         raise data.DatasetError(f"unknown --estimator {cfg.estimator!r}; choose one of {ESTIMATORS}")
     if not (cfg.temperature > 0 and cfg.temperature_min > 0 and cfg.temperature_anneal >= 0):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
 
 from .batches import Batch
+from .config import autocast
 
 
 @dataclass(frozen=True)
@@ -89,18 +90,20 @@ def teardown() -> None:
 
 
 def gradients(model, batch: Batch, alpha: float, procs: Processes, kl_weight: float = 1.0,
-              temperature: float = 1.0) -> torch.Tensor:
+              temperature: float = 1.0, autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """Set every trainable parameter's .grad to the gradient of the global batch's mean loss (the KL terms
     weighted by kl_weight; the Gumbel-softmax estimator at `temperature` when the batch carries Gumbel
-    noise); return that loss (the same value on every process), detached."""
+    noise; the forward pass under torch.autocast to `autocast_dtype` when given); return that loss (the
+    same value on every process), detached, in float32."""
     model.zero_grad(set_to_none=False)
     part = procs.shard(batch)
     if part.size:
         relaxed = {} if part.gumbel is None else dict(estimator="gumbel", gumbel=part.gumbel, temperature=temperature)
-        loss = model.loss(part.x_l, part.y_l, part.x_u, alpha=alpha, eps_l=part.eps_l, eps_u=part.eps_u,
-                          reduction="sum", kl_weight=kl_weight, **relaxed) / batch.size
+        with autocast(autocast_dtype, part.x_l.device.type):
+            loss = model.loss(part.x_l, part.y_l, part.x_u, alpha=alpha, eps_l=part.eps_l, eps_u=part.eps_u,
+                              reduction="sum", kl_weight=kl_weight, **relaxed) / batch.size
         loss.backward()
-        loss = loss.detach()
+        loss = loss.detach().float()
     else:  # a slice with no example: it adds nothing
         loss = batch.x_l.new_zeros(())
     params = [p for p in model.parameters() if p.requires_grad]

@@ -24,7 +24,7 @@ from ..stacked import M1M2
 from . import batches, checkpoint, distributed
 from .baseline import BaselineResult, train_baseline
 from .checkpoint import BEST, LAST, TrainingError
-from .config import TrainConfig, gumbel_temperature, kl_weight, optimizer_and_schedule, resolve
+from .config import TrainConfig, autocast_dtype, gumbel_temperature, kl_weight, optimizer_and_schedule, resolve
 from .evaluate import TERMS, evaluate_set, term_sums
 from .m1_stage import M1Result, build_m1, test_bounds, train_m1
 from .progress import progress_bar
@@ -191,7 +191,7 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
         batch = batches.draw(sampler, x_l, y_l, x_u, binarize=cfg.binarize, n_classes=split.n_classes,
                              z_dim=cfg.z_dim, n_samples=cfg.samples, estimator=cfg.estimator)
         loss = distributed.gradients(model, batch, cfg.alpha, procs, kl_weight=kl_weight(step, cfg.warmup),
-                                     temperature=gumbel_temperature(step, cfg))
+                                     temperature=gumbel_temperature(step, cfg), autocast_dtype=autocast_dtype(cfg))
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         loss_value, norm_value = torch.stack([loss, norm]).tolist()  # one synchronization
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):

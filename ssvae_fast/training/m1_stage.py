@@ -17,7 +17,7 @@ import torch
 from .. import data
 from ..m1 import M1
 from .checkpoint import TrainingError
-from .config import TrainConfig, kl_weight, learning_rate_factor
+from .config import TrainConfig, autocast, autocast_dtype, kl_weight, learning_rate_factor
 from .progress import progress_bar
 
 #: Seed of the noise (and binarization) of M1's evaluations: their own generator.
@@ -58,7 +58,8 @@ def train_m1(cfg: TrainConfig, split: data.SemiSupervisedSplit, device, *, progr
         pos += cfg.m1_batch_size
         xb = data.binarize(x[idx], cfg.binarize, generator)
         eps = torch.randn(xb.shape[0] * cfg.samples, model.z_dim, dtype=xb.dtype, device=device, generator=generator)
-        loss = model.loss(xb, eps=eps, kl_weight=kl_weight(step, cfg.warmup), n_samples=cfg.samples)
+        with autocast(autocast_dtype(cfg), device.type):
+            loss = model.loss(xb, eps=eps, kl_weight=kl_weight(step, cfg.warmup), n_samples=cfg.samples)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = float(loss.detach())
