@@ -25,7 +25,7 @@ DATASET_DEFAULTS = {
     ),
     # The best MNIST (t10k protocol) setting on validation so far: 100 + 100 examples a step, alpha 200,
     # gradient-norm clipping at 5, cosine schedule, dynamic binarization (draws 100-102: 81.5% mean against
-    # 80.9% without it); validation accuracy still rises with the run's length.
+    # 80.9% without it), the convolutional classifier (the same draws: 88.2% against 81.5% with the MLP).
     "mnist": dict(
         steps=15000, epochs=None, eval_every=None, val_size=1000, hidden=(500,), z_dim=50, activation="softplus",
         batch_size=100, labelled_batch_size=None, lr=1e-3, lr_schedule="cosine", lr_final=None, alpha=200.0,
