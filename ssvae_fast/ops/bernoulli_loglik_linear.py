@@ -73,7 +73,7 @@ class _BernoulliLoglikLinear(torch.autograd.Function):
             xb = (x @ bias).to(acc)  # (N,)
             x_logits = x_logits + torch.cat([xb[:n_l], xb[n_l:].repeat_interleave(n_classes)])
         ll = x_logits - softplus(logits).sum(-1, dtype=acc)
-        ll = ll if validation.autocasting(h.device) else ll.to(h.dtype)
+        ll = reduction_result(ll, h.dtype)
         sig = logits.sigmoid_()  # the logits are not needed again: keep sigmoid(l) in their place
         ctx.save_for_backward(h, weight, bias, x, x_w, sig)
         ctx.layout = (n_l, n_classes)

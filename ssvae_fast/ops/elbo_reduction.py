@@ -50,7 +50,7 @@ def elbo_reduction_torch(logits_y, y_l, ll_l, kl_l, ll_u, kl_u, alpha: float) ->
     log_q_u = log_q[n_l:]
     loss_u = (log_q_u.exp() * (kl_u - ll_u + log_c + log_q_u)).sum(-1)
     loss = torch.cat([loss_l, loss_u])
-    return loss if validation.autocasting(loss.device) else loss.to(dtype)
+    return reduction_result(loss, dtype)
 
 
 # 2. Input checks: types, shapes, alpha, and (when value checks are on, `ssvae_fast.set_validation`) the

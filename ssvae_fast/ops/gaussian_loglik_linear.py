@@ -69,7 +69,7 @@ def _torch_rows(h, weight, bias, logvar, x, n_l: int, n_classes: int) -> Tensor:
     r = x.index_select(0, rows).to(acc) - mu.to(acc)
     v = logvar.to(acc)
     ll = -0.5 * ((r.square() * torch.exp(-v)).sum(-1) + v.sum() + weight.shape[0] * LOG_2PI)
-    return ll if validation.autocasting(h.device) else ll.to(h.dtype)
+    return reduction_result(ll, h.dtype)
 
 
 # 2. Input checks: types, shapes and (when value checks are on) finite x and logvar; each backend's

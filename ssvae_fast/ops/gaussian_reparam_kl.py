@@ -22,7 +22,6 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .. import validation
 from .._launch import compute_dtype
 from ..functional import gaussian_kl
 from .glue import (Implementations, bind_backend, cast_for_backend, check_tensors, check_types, reduction_dtype,
@@ -42,7 +41,7 @@ def gaussian_reparam_kl_torch(head: Tensor, eps: Tensor) -> Tuple[Tensor, Tensor
     # The KL sums in float32 for 16-bit inputs; its result in head's dtype, or float32 under torch.autocast.
     acc = compute_dtype(head.dtype)
     kl = gaussian_kl(mu.to(acc), logvar.to(acc))
-    return z, kl if validation.autocasting(head.device) else kl.to(head.dtype)
+    return z, reduction_result(kl, head.dtype)
 
 
 # 2. Input checks (shapes; each backend's devices and dtypes are checked by `glue.check_tensors`).
