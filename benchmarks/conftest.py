@@ -91,7 +91,8 @@ def loss_runner(case):
     cache: dict = {}
 
     def get(provider: str, B: int, precision: str) -> cases.LossRunner:
-        reason = cases.provider_unavailable_reason(provider, DEVICE)
+        reason = cases.provider_unavailable_reason(provider, DEVICE) or settings.precision_unavailable_reason(
+            provider, precision)
         if reason is not None:
             pytest.skip(reason)
         key = (provider, B, precision)

@@ -95,6 +95,22 @@ def test_unavailable_providers_say_why():
         cases.provider_unavailable_reason("nope", "cpu")
 
 
+def test_pyro_is_benchmarked_in_float32_only():
+    """The CPU grid's bf16 rows cover every provider but Pyro, which is skipped there with its reason."""
+    from harness import grid
+    from harness.config import DEFAULT_PRECISIONS, precision_unavailable_reason
+
+    assert DEFAULT_PRECISIONS["cpu"] == ("fp32", "bf16")
+    assert precision_unavailable_reason("cpu", "bf16") is None and precision_unavailable_reason("pyro", "fp32") is None
+    specs, skipped = grid.grid_specs("cpu", [8], ["pyro", "cpu"], ["fp32", "bf16"], ["train_step"], [])
+    runnable = {s["provider"]: s["precisions"] for s in specs}
+    assert runnable.get("cpu") == ["fp32", "bf16"]
+    pyro_skips = [r for r in skipped if r["provider"] == "pyro" and r["precision"] == "bf16"]
+    assert len(pyro_skips) == 1 and "float32" in pyro_skips[0]["reason"]
+    assert not [r for r in skipped if r["provider"] == "pyro" and r["precision"] == "fp32"
+                and "float32" in (r["reason"] or "")]
+
+
 @pytest.mark.skipif(measure.cpu_peak_memory_supported() is not None, reason="needs Linux and glibc")
 def test_cpu_peak_memory_sees_a_known_allocation():
     """A call that fills 32 MiB, frees it, then fills 64 MiB reads as a 64 MiB peak, not 96 and not
@@ -123,7 +139,7 @@ def test_report_runner_json_schema_table_and_readme(tmp_path):
     out = tmp_path / "cpu-test.json"
     rc = cli.main([
         "run", "--device", "cpu", "--sizes", "8", "--providers", "reference,torch,cuda", "--rounds", "2",
-        "--warmup", "1", "--ops", "bernoulli_loglik_linear,elbo_reduction", "--out", str(out),
+        "--warmup", "1", "--ops", "bernoulli_loglik_linear,elbo_reduction", "--precisions", "fp32", "--out", str(out),
     ])
     assert rc == 0
     doc = json.loads(out.read_text())

@@ -225,18 +225,17 @@ def test_implementations_cover_every_compiled_backend(op):
 def test_autocast_promotes_mixed_elementwise_inputs(backend):
     """Under torch.autocast a bf16 activation meets float32 parameters: the elementwise ops run in the wider
     dtype, as torch's own elementwise ops do, and equal the float32 call; outside autocast mixed dtypes are
-    refused. (The output-layer ops cast to the autocast dtype instead: a bf16 GEMM, covered by
+    refused. (The class-conditional activation and the output-layer ops cast to the autocast dtype instead: a bf16 GEMM, covered by
     tests/ops/test_bernoulli_loglik_linear.py::test_autocast_matches_torch on the cpu backend and
     tests/test_backends.py::test_autocast_bf16_against_tolerance_rule.)"""
     device, ops = device_of(backend), backends.get_ops(backend)
     g = torch.Generator().manual_seed(60)
     r = lambda *shape: torch.randn(*shape, generator=g).to(device)  # noqa: E731
     bf = lambda t: t.to(torch.bfloat16)  # noqa: E731
-    a, w_y, head, eps, logits = r(5, 12), r(12, 3), r(6, 8), r(6, 4), r(5, 3)
+    head, eps, logits = r(6, 8), r(6, 4), r(5, 3)
     y_l = torch.tensor([2, 0], device=device)
     ll_l, kl_l, ll_u, kl_u = r(2), r(2), r(3, 3), r(3, 3)
     calls = {
-        "class_conditional_activation": lambda cast: ops.class_conditional_activation(cast(a), w_y, None, "softplus"),
         "gaussian_reparam_kl": lambda cast: ops.gaussian_reparam_kl(cast(head), eps),
         "elbo_reduction": lambda cast: ops.elbo_reduction(cast(logits), y_l, ll_l, kl_l, ll_u, kl_u, 2.0),
     }
@@ -248,3 +247,23 @@ def test_autocast_promotes_mixed_elementwise_inputs(backend):
             assert g_.dtype == torch.float32 and torch.equal(g_, e), name
         with pytest.raises(TypeError, match="one dtype"):
             call(bf)
+
+
+@pytest.mark.parametrize("backend", on_backends("torch", "cpu", "triton", "cuda"))
+def test_autocast_casts_class_columns_like_a_linear_layer(backend):
+    """The class-conditional activation is the class part of a linear layer: under torch.autocast a bf16
+    pre-activation and float32 class columns both take bf16, as that layer's GEMM would, and the result equals
+    the bf16 call outside autocast (bit for bit, in both forms); float64 inputs are never cast."""
+    device, ops = device_of(backend), backends.get_ops(backend)
+    g = torch.Generator().manual_seed(61)
+    a, w_y = torch.randn(5, 12, generator=g).to(device), torch.randn(12, 3, generator=g).to(device)
+    bf = lambda t: t.to(torch.bfloat16)  # noqa: E731
+    for classes in (None, torch.tensor([2, 0], device=device)):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            got = ops.class_conditional_activation(bf(a), w_y, classes, "softplus")
+            wide = ops.class_conditional_activation(a.double(), w_y.double(), classes, "softplus")
+        expected = ops.class_conditional_activation(bf(a), bf(w_y), classes, "softplus")
+        assert got.dtype == torch.bfloat16 and torch.equal(got, expected), classes
+        assert wide.dtype == torch.float64
+        with pytest.raises(TypeError, match="one dtype"):
+            ops.class_conditional_activation(bf(a), w_y, classes, "softplus")

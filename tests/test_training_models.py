@@ -38,6 +38,28 @@ def test_m1_run_reports_its_bounds_in_nats(tmp_path, capsys):
     assert "M1.load" in capsys.readouterr().err
 
 
+def test_m1_warmup_is_m1s_and_warmup_is_m2s(monkeypatch):
+    """M1's KL weight follows m1_warmup alone (M2's `warmup` leaves M1 unchanged), M2's follows warmup."""
+    from ssvae_fast import M1, M2
+
+    seen = {"M1": [], "M2": []}
+    for cls in (M1, M2):
+        original = cls.loss
+
+        def recording(self, *args, _original=original, _name=cls.__name__, **kwargs):
+            seen[_name].append(kwargs.get("kl_weight", 1.0))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "loss", recording)
+    base = dict(SMALL, model="m1m2", steps=8, eval_every=8, test=False, m1_steps=8)
+    train(TrainConfig(**base, m1_warmup=4, warmup=0))
+    assert seen["M1"][:5] == [0.25, 0.5, 0.75, 1.0, 1.0] and set(seen["M2"]) == {1.0}
+    a = train(TrainConfig(**base, m1_warmup=0, warmup=4))
+    b = train(TrainConfig(**base, m1_warmup=0, warmup=0))
+    assert a.m1.val_elbo == b.m1.val_elbo  # M2's warm-up leaves M1's training alone
+    assert TrainConfig(dataset="digits").with_defaults().m1_warmup == 0
+
+
 def test_m1m2_run_and_resume(tmp_path):
     """M1 trains first (its steps reported), M2 then trains on its features; a resumed M1+M2 run (M1 read
     back from the checkpoint) ends bit-identical to the uninterrupted one."""
@@ -82,6 +104,7 @@ def test_samples_repeat_each_example_with_its_own_noise():
 
 
 @pytest.mark.parametrize("bad,match", [(dict(model="m3"), "--model"), (dict(warmup=-1), "--warmup"),
+                                       (dict(m1_warmup=-2), "--m1-warmup"),
                                        (dict(samples=0), "--samples"), (dict(m1_hidden=(0,)), "--m1-hidden"),
                                        (dict(precision="fp16"), "--precision"), (dict(classifier="cnn"), "--classifier")])
 def test_bad_options(bad, match):

@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=default_device)
     parser.add_argument("--sizes", type=_csv(int), help="batch sizes B (default: cpu 64,256; cuda 100,128,1024,8192)")
     parser.add_argument("--providers", type=_csv(str), default=PROVIDERS, help=f"from {','.join(PROVIDERS)}")
-    parser.add_argument("--precisions", type=_csv(str), help="fp32,tf32,bf16 (default: cpu fp32; cuda all)")
+    parser.add_argument("--precisions", type=_csv(str), help="fp32,tf32,bf16 (default: cpu fp32,bf16, Pyro in fp32 only; cuda all)")
     parser.add_argument("--modes", type=_csv(str), default=MODES, help=f"from {','.join(MODES)}")
     parser.add_argument("--ops", type=_csv(str), default=tuple(OP_VARIANTS), help="op variants for op modes")
     parser.add_argument("--rounds", type=int)

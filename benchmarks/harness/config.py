@@ -55,7 +55,15 @@ PRECISIONS = {
     "tf32": "float32 tensors, TF32 matmuls (torch.backends.cuda.matmul.allow_tf32 = True)",
     "bf16": "float32 parameters, the loss under torch.autocast(bfloat16); op inputs cast to bfloat16",
 }
-DEFAULT_PRECISIONS = {"cpu": ("fp32",), "cuda": ("tf32", "fp32", "bf16")}
+DEFAULT_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("tf32", "fp32", "bf16")}
+
+
+def precision_unavailable_reason(provider: str, precision: str) -> str | None:
+    """None when `provider` is benchmarked at `precision`, else why not (the skip reason)."""
+    if provider == "pyro" and precision != "fp32":
+        return ("Pyro is benchmarked in float32, as its users run TraceEnum_ELBO (its models and guides are "
+                "not written for autocast)")
+    return None
 # rounds, warm-up calls, shortest round (calls are repeated until a round lasts this long), time cap
 TIMING_DEFAULTS = {
     "cpu": {"rounds": 10, "warmup": 3, "min_round_s": 5e-3, "max_time_s": 20.0},

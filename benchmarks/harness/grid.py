@@ -50,6 +50,7 @@ from .config import (
     SCHEMA,
     SIZES,
     TIMING_DEFAULTS,
+    precision_unavailable_reason,
 )
 from .measure import (
     CPU_MEMORY_METHOD,
@@ -198,17 +199,19 @@ def grid_specs(
                 wanted.append(CUDAGRAPH_MODE)
             if not wanted:
                 continue
-            if reason is not None:
-                for precision in precisions:
+            skips = {p: reason or precision_unavailable_reason(provider, p) for p in precisions}
+            for precision, why in skips.items():
+                if why is not None:
                     for mode in wanted:
                         for op in (ops if mode in OP_MODES else (None,)):
                             skipped.append({
                                 "mode": mode, "provider": provider, "op": op, "B": B, "n_l": n_l, "n_u": n_u,
-                                "precision": precision, "status": "skipped", "reason": reason, "peak_mb": None,
+                                "precision": precision, "status": "skipped", "reason": why, "peak_mb": None,
                             })
-                continue
-            specs.append({"provider": provider, "B": B, "device": device, "precisions": list(precisions),
-                          "modes": wanted, "ops": list(ops)})
+            runnable = [p for p, why in skips.items() if why is None]
+            if runnable:
+                specs.append({"provider": provider, "B": B, "device": device, "precisions": runnable,
+                              "modes": wanted, "ops": list(ops)})
     return specs, skipped
 
 

@@ -68,5 +68,17 @@ inline void store(float& dst, float v) { dst = v; }
 inline void store(double& dst, double v) { dst = v; }
 inline void store(bf16_t& dst, float v) { dst = f32_to_bf16(v); }
 
+// Staging. GCC vectorizes a loop that computes in float32 and stores float32, and a loop that rounds float32
+// to bfloat16, but not (at -O3, GCC 12) one loop that does both around a polynomial: a kernel whose bf16
+// output comes out of a long float computation writes kStage elements to a float buffer, then rounds them
+// with store_row.
+constexpr int64_t kStage = 256;
+
+// dst[i] = src[i] rounded to bfloat16, i < n.
+inline void store_row(const float* src, bf16_t* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
 }  // namespace cpu
 }  // namespace ssvae_fast

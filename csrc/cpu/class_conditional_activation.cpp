@@ -38,9 +38,9 @@ int64_t reduction_blocks(int64_t N) { return std::max<int64_t>(1, std::min(kMaxB
 // Each row loop is a template over the storage type S (float or bf16_t), inlined into one cloned plain
 // function per storage type.
 
-// out[h] = act(a[h] + w[h])
-template <typename S>
-inline void activation_row_f32(const S* a, const S* w, S* out, int64_t H, int activation) {
+// out[h] = act(a[h] + w[h]) (out: S, or float for a staged bf16 row)
+template <typename S, typename O>
+inline void activation_row_f32(const S* a, const S* w, O* out, int64_t H, int activation) {
   if (activation == static_cast<int>(Activation::kRelu)) {
     SSVAE_FAST_SIMD
     for (int64_t h = 0; h < H; ++h) {
@@ -60,7 +60,12 @@ void activation_row(const float* a, const float* w, float* out, int64_t H, int a
 
 SSVAE_FAST_TARGET_CLONES
 void activation_row(const bf16_t* a, const bf16_t* w, bf16_t* out, int64_t H, int activation) {
-  activation_row_f32(a, w, out, H, activation);
+  float buf[kStage];  // staged (bfloat16.h): the float loop and the rounding loop are each vectorized
+  for (int64_t h0 = 0; h0 < H; h0 += kStage) {
+    const int64_t n = std::min(kStage, H - h0);
+    activation_row_f32(a + h0, w + h0, buf, n, activation);
+    store_row(buf, out + h0, n);
+  }
 }
 
 // The derivative of one element: g * act'(pre), from pre = a + w or from out = act(pre).
@@ -71,9 +76,10 @@ inline float derivative_f32(float g, float a, float w, float out) {
   return kRelu ? (pre > 0.0f ? g : 0.0f) : g * sigmoid_f32(pre);
 }
 
-// One row of the per-row form: t = g * act'(.) -> dst[h] = t (grad_a's row) and acc_wy[h] += t.
-template <bool kFromOut, bool kRelu, typename S>
-inline void row_backward_f32(const S* g, const S* a, const S* w, const S* out, S* dst, double* acc_wy,
+// One row of the per-row form: t = g * act'(.) -> dst[h] = t (grad_a's row; float for a staged bf16 row)
+// and acc_wy[h] += t.
+template <bool kFromOut, bool kRelu, typename S, typename O>
+inline void row_backward_f32(const S* g, const S* a, const S* w, const S* out, O* dst, double* acc_wy,
                              int64_t H) {
   SSVAE_FAST_SIMD
   for (int64_t h = 0; h < H; ++h) {
@@ -98,8 +104,8 @@ inline void class_row_backward_f32(const S* g, const S* a, const S* w, const S* 
   }
 }
 
-template <typename S>
-inline void row_backward_dispatch(const S* g, const S* a, const S* w, const S* out, S* dst, double* acc_wy,
+template <typename S, typename O>
+inline void row_backward_dispatch(const S* g, const S* a, const S* w, const S* out, O* dst, double* acc_wy,
                                   int64_t H, int activation) {
   dispatch_flags(out != nullptr, activation == static_cast<int>(Activation::kRelu), [&](auto from_out, auto relu) {
     row_backward_f32<decltype(from_out)::value, decltype(relu)::value>(g, a, w, out, dst, acc_wy, H);
@@ -123,7 +129,13 @@ void row_backward(const float* g, const float* a, const float* w, const float* o
 SSVAE_FAST_TARGET_CLONES
 void row_backward(const bf16_t* g, const bf16_t* a, const bf16_t* w, const bf16_t* out, bf16_t* dst,
                   double* acc_wy, int64_t H, int activation) {
-  row_backward_dispatch(g, a, w, out, dst, acc_wy, H, activation);
+  float buf[kStage];  // staged, as activation_row's bf16 rows
+  for (int64_t h0 = 0; h0 < H; h0 += kStage) {
+    const int64_t n = std::min(kStage, H - h0);
+    row_backward_dispatch(g + h0, a == nullptr ? a : a + h0, w == nullptr ? w : w + h0,
+                          out == nullptr ? out : out + h0, buf, acc_wy + h0, n, activation);
+    store_row(buf, dst + h0, n);
+  }
 }
 
 SSVAE_FAST_TARGET_CLONES

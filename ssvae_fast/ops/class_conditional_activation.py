@@ -32,7 +32,8 @@ from torch import Tensor
 from .. import validation
 from ..functional import activation_fn
 from ..rows import class_conditional_output_shape
-from .glue import Implementations, bind_backend, cast_for_backend, check_activation, check_tensors, check_types
+from .glue import (Implementations, autocast_inputs, bind_backend, cast_for_backend, check_activation, check_tensors,
+                   check_types)
 
 OP = "class_conditional_activation"
 
@@ -47,6 +48,10 @@ def class_conditional_activation_torch(a: Tensor, w_y: Tensor, classes: Optional
     """
     check_inputs(a, w_y, classes)
     check_activation(f"{OP}_torch", activation)
+    # Under torch.autocast the class columns are part of a linear layer's weight: they take the autocast
+    # dtype, as that layer's GEMM would (the rule of every backend, `glue.autocast_inputs`).
+    if validation.autocasting(a.device):
+        a, w_y = autocast_inputs((a, w_y), True, a.device.type)
     check_tensors(f"{OP}_torch", "torch", {"a": a, "w_y": w_y}, {"classes": classes})
     act = activation_fn(activation)
     if classes is None:
@@ -54,7 +59,7 @@ def class_conditional_activation_torch(a: Tensor, w_y: Tensor, classes: Optional
     n_l = classes.shape[0]
     # A one-hot product picks the class columns: exact (products by 0 and 1), and its backward is a
     # small GEMM, deterministic on every device (index_select's backward accumulates with atomics on CUDA).
-    # Not autocast: the columns keep their dtype, and the sum promotes as the every-class form's does.
+    # Outside autocast: the selection is exact in the columns' own dtype (already cast above).
     one_hot = torch.nn.functional.one_hot(classes, w_y.shape[1]).to(w_y.dtype)
     exact = torch.autocast(a.device.type, enabled=False) if validation.autocasting(a.device) else nullcontext()
     with exact:
@@ -130,15 +135,15 @@ def class_conditional_activation(
     (n_l + (N - n_l) * C, H), labelled rows first (n_l = N: one class per row, (N, H)).
     activation: "softplus" (exact, max(v, 0) + log1p(exp(-|v|))) or "relu". Computes in fp32 (fp64 for fp64
     inputs; the cpu backend reduces grad_w_y in double); the output in the inputs' dtype (bf16 inputs: bf16,
-    the next layer's GEMM input). Under torch.autocast mixed dtypes are promoted to the widest, as torch's
-    elementwise ops do (a bf16 `a` with float32 class columns runs in float32). Differentiable in a and w_y,
-    deterministic.
+    the next layer's GEMM input). Under torch.autocast a and w_y take the autocast dtype, as the linear layer
+    whose class part this op is would (a bf16 `a` with float32 class columns runs in bf16; float64 is never
+    cast). Differentiable in a and w_y, deterministic.
     """
     if backend == "torch":
         return class_conditional_activation_torch(a, w_y, classes, activation)
     check_inputs(a, w_y, classes)
     check_activation(f"{OP}_{backend}", activation)
-    a, w_y = cast_for_backend(backend, (a, w_y), matmul=False)
+    a, w_y = cast_for_backend(backend, (a, w_y), matmul=True)
     check_tensors(f"{OP}_{backend}", backend, {"a": a, "w_y": w_y}, {"classes": classes})
     return IMPLEMENTATIONS[backend](a, w_y, classes, activation)
 

@@ -52,7 +52,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--activation", default=None, choices=["softplus", "relu"])
     add("--likelihood", default=None, choices=["bernoulli", "gaussian"],
         help="M2's p(x|y,z) (model m2; m1m2's M2 is always Gaussian)")
-    add("--warmup", type=int, default=None, metavar="STEPS", help="KL warm-up: the KL weight rises 0 -> 1 linearly")
+    add("--warmup", type=int, default=None, metavar="STEPS",
+        help="M2's KL warm-up: the KL weight rises 0 -> 1 linearly")
     add("--samples", type=int, default=None, help="Monte-Carlo samples of z per (x, y) in the loss")
     add("--estimator", default=None, choices=list(ESTIMATORS),
         help="the unlabelled term: enumerate every class (exact, default) or gumbel (one relaxed class)")
@@ -65,6 +66,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--m1-z-dim", type=int, default=None, help="M1's latent size (the features M2 sees in m1m2)")
     add("--m1-lr", type=float, default=None)
     add("--m1-batch-size", type=int, default=None)
+    add("--m1-warmup", type=int, default=None, metavar="STEPS", help="M1's KL warm-up (models m1, m1m2)")
     add("--iw-samples", type=int, default=None, help="model m1: samples of the importance-weighted test bound")
     add("--backend", default=None, choices=["auto", *backends.BACKENDS])
     add("--precision", default=None, choices=list(PRECISIONS),

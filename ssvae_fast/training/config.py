@@ -21,7 +21,7 @@ DATASET_DEFAULTS = {
         steps=3000, epochs=None, eval_every=None, val_size=200, hidden=(256,), z_dim=16, activation="relu",
         batch_size=64, labelled_batch_size=None, lr=3e-3, lr_schedule="constant", lr_final=None, alpha=None,
         clip_grad=0.0, binarize="none", classifier="mlp",
-        m1_steps=3000, m1_hidden=(256,), m1_z_dim=16, m1_lr=1e-3, m1_batch_size=64,
+        m1_steps=3000, m1_hidden=(256,), m1_z_dim=16, m1_lr=1e-3, m1_batch_size=64, m1_warmup=0,
     ),
     # The best MNIST (t10k protocol) setting on validation so far: 100 + 100 examples a step, alpha 200,
     # gradient-norm clipping at 5, cosine schedule, dynamic binarization (draws 100-102: 81.5% mean against
@@ -30,7 +30,7 @@ DATASET_DEFAULTS = {
         steps=15000, epochs=None, eval_every=None, val_size=1000, hidden=(500,), z_dim=50, activation="softplus",
         batch_size=100, labelled_batch_size=None, lr=1e-3, lr_schedule="cosine", lr_final=None, alpha=200.0,
         clip_grad=5.0, binarize="dynamic", classifier="conv",
-        m1_steps=10000, m1_hidden=(600, 600), m1_z_dim=50, m1_lr=1e-3, m1_batch_size=100,
+        m1_steps=10000, m1_hidden=(600, 600), m1_z_dim=50, m1_lr=1e-3, m1_batch_size=100, m1_warmup=0,
     ),
 }
 
@@ -84,7 +84,7 @@ class TrainConfig:
     z_dim: Optional[int] = None
     activation: Optional[str] = None
     likelihood: Optional[str] = None  # M2's: "bernoulli" on pixels; m1m2's M2 is always "gaussian"
-    warmup: int = 0  # steps of KL warm-up: the KL weight rises linearly from 0 to 1 (each stage of m1m2)
+    warmup: int = 0  # steps of KL warm-up of M2's loss: the KL weight rises linearly from 0 to 1
     samples: int = 1  # Monte-Carlo samples of z per (x, y) in the training loss
     estimator: str = "enumerate"  # the unlabelled term's: "enumerate" (exact) or "gumbel" (relaxed, one pass)
     temperature: float = 1.0  # the Gumbel-softmax temperature at step 0, annealed (`gumbel_temperature`)
@@ -95,6 +95,7 @@ class TrainConfig:
     m1_z_dim: Optional[int] = None
     m1_lr: Optional[float] = None
     m1_batch_size: Optional[int] = None
+    m1_warmup: Optional[int] = None  # M1's KL warm-up steps (models m1 and m1m2; 0: off)
     iw_samples: int = 5000  # model m1: samples of the importance-weighted test bound
     backend: str = "auto"
     precision: str = "fp32"  # "bf16": the losses' forward passes under torch.autocast in bfloat16
@@ -202,8 +203,10 @@ def _check(cfg: TrainConfig) -> None:
         raise data.DatasetError(f"unknown --estimator {cfg.estimator!r}; choose one of {ESTIMATORS}")
     if not (cfg.temperature > 0 and cfg.temperature_min > 0 and cfg.temperature_anneal >= 0):
         raise data.DatasetError("--temperature and --temperature-min must be positive, --temperature-anneal >= 0")
-    if cfg.warmup is not None and cfg.warmup < 0:
-        raise data.DatasetError(f"--warmup must be at least 0 (0 = off), got {cfg.warmup}")
+    for name in ("warmup", "m1_warmup"):
+        value = getattr(cfg, name)
+        if value is not None and value < 0:
+            raise data.DatasetError(f"--{name.replace('_', '-')} must be at least 0 (0 = off), got {value}")
     for name in SIZE_OPTIONS:
         value = getattr(cfg, name)
         if value is not None and (len(value) == 0 or min(value) < 1):

@@ -2,7 +2,7 @@
 
 M1 sees every image of the training pool (labelled and unlabelled; labels unused, validation and test
 images never), `m1_batch_size` at a time, for `m1_steps` Adam steps at `m1_lr` with the run's learning-rate
-schedule, clipping, binarization and KL warm-up. Its validation ELBO is reported at the end.
+schedule, clipping and binarization, and its own KL warm-up over `m1_warmup` steps. Its validation ELBO is reported at the end.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def train_m1(cfg: TrainConfig, split: data.SemiSupervisedSplit, device, *, progr
         xb = data.binarize(x[idx], cfg.binarize, generator)
         eps = torch.randn(xb.shape[0] * cfg.samples, model.z_dim, dtype=xb.dtype, device=device, generator=generator)
         with autocast(autocast_dtype(cfg), device.type):
-            loss = model.loss(xb, eps=eps, kl_weight=kl_weight(step, cfg.warmup), n_samples=cfg.samples)
+            loss = model.loss(xb, eps=eps, kl_weight=kl_weight(step, cfg.m1_warmup), n_samples=cfg.samples)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = float(loss.detach())
