@@ -62,6 +62,7 @@ class M2(nn.Module):
         decoder_hidden: Optional[Sequence[int]] = None,
         likelihood: str = "bernoulli",
         classifier: str = "mlp",
+        classifier_x_dim: Optional[int] = None,
     ):
         super().__init__()
         where = "M2"
@@ -72,6 +73,8 @@ class M2(nn.Module):
         z_dim = validation.positive_int(where, "z_dim", z_dim)
         validation.choice(where, "activation", activation, ACTIVATIONS)
         hidden = validation.sizes(where, "hidden", hidden, allow_empty=True)
+        if classifier_x_dim is not None:
+            classifier_x_dim = validation.positive_int(where, "classifier_x_dim", classifier_x_dim)
 
         def pick(network: str, override, allow_empty: bool):
             name, value = (f"{network}_hidden", override) if override is not None else ("hidden", hidden)
@@ -84,10 +87,12 @@ class M2(nn.Module):
         self.backend = backend  # validated by the setter
         self.x_dim, self.n_classes, self.z_dim = int(x_dim), int(n_classes), int(z_dim)
         self.activation = activation
+        # What q(y|.) reads: x, or inputs of its own width (M1+M2: the images, where x is M1's features).
+        self.classifier_x_dim = int(classifier_x_dim or x_dim)
         if classifier == "conv":
-            self.classifier = ConvClassifier(x_dim, n_classes)
+            self.classifier = ConvClassifier(self.classifier_x_dim, n_classes)
         else:
-            self.classifier = Classifier(x_dim, n_classes, classifier_sizes, activation)
+            self.classifier = Classifier(self.classifier_x_dim, n_classes, classifier_sizes, activation)
         self.encoder = Encoder(x_dim, n_classes, z_dim, encoder_sizes, activation)
         self.decoder = Decoder(x_dim, n_classes, z_dim, decoder_sizes, activation, likelihood)
         self.likelihood = likelihood
@@ -95,7 +100,7 @@ class M2(nn.Module):
             x_dim=x_dim, n_classes=n_classes, z_dim=z_dim, hidden=_sizes(hidden),
             activation=activation, classifier_hidden=_sizes(classifier_hidden),
             encoder_hidden=_sizes(encoder_hidden), decoder_hidden=_sizes(decoder_hidden), likelihood=likelihood,
-            classifier=classifier,
+            classifier=classifier, classifier_x_dim=None if classifier_x_dim is None else int(classifier_x_dim),
         )
 
     @property
@@ -150,6 +155,7 @@ class M2(nn.Module):
         estimator: str = "enumerate",
         temperature: float = 1.0,
         gumbel: Optional[torch.Tensor] = None,
+        classifier_inputs: Optional[tuple] = None,
     ) -> torch.Tensor:
         """Minus the M2 objective (docs/design.md section 1).
 
@@ -176,6 +182,9 @@ class M2(nn.Module):
             estimator: the unlabelled term's: "enumerate" (exact: every class, weighted by q(c|x)) or
                 "gumbel" (one relaxed class y = softmax((log q(y|x) + g) / temperature), g ~ Gumbel(0, 1):
                 one decoder pass per example; `gumbel` (n_u, C) gives g explicitly).
+            classifier_inputs: (c_l (n_l, W), c_u (n_u, W)) what q(y|.) reads instead of x_l and x_u, for a
+                model built with classifier_x_dim = W (M1+M2: the images, where x is M1's features); None
+                or empty parts where x_l or x_u is. Required for such a model, refused otherwise.
 
         Inputs, labels and noise must be on the parameters' device, floating inputs and noise in the
         parameters' dtype (any float dtype under torch.autocast). Raises TypeError or ValueError naming
@@ -197,12 +206,15 @@ class M2(nn.Module):
                             TypeError)
         x_l, y_l, x_u, eps_l, eps_u, gumbel = self._prepare(x_l, y_l, x_u, eps_l, eps_u, generator, n_samples,
                                                             estimator, gumbel)
+        cls = self._classifier_inputs(classifier_inputs, x_l, x_u)
         name = self.resolved_backend(x_l.device)
         if n_samples > 1:  # K copies of every example, each with its own noise
             K = n_samples
             x_l, y_l, x_u = x_l.repeat_interleave(K, 0), y_l.repeat_interleave(K), x_u.repeat_interleave(K, 0)
+            if cls is not None:
+                cls = tuple(c.repeat_interleave(K, 0) for c in cls)
         relaxed = None if estimator == "enumerate" else temperature
-        args = (name, x_l, y_l, x_u, eps_l, eps_u, gumbel, alpha, chunk_size, kl_weight, relaxed)
+        args = (name, x_l, y_l, x_u, eps_l, eps_u, gumbel, alpha, chunk_size, kl_weight, relaxed, cls)
         if validation.tracing():  # torch.compile / CUDA graph capture: nothing data-dependent, no handlers
             losses = self._per_example_losses(*args)
         else:
@@ -222,23 +234,27 @@ class M2(nn.Module):
         return total if reduction == "sum" else total / losses.shape[0]
 
     def _per_example_losses(self, name, x_l, y_l, x_u, eps_l, eps_u, gumbel, alpha, chunk_size, kl_weight,
-                            temperature) -> torch.Tensor:
+                            temperature, classifier_inputs=None) -> torch.Tensor:
         """(n_l + n_u,) losses, labelled first; with chunk_size, chunk_size examples at a time, each chunk
         checkpointed when a gradient is needed (its activations recomputed in the backward). temperature:
-        None for the exact enumeration, else the Gumbel-softmax estimator's."""
+        None for the exact enumeration, else the Gumbel-softmax estimator's. classifier_inputs: (c_l, c_u) or
+        None (the classifier reads x)."""
+        own = classifier_inputs is not None
 
-        def compute(x_l, y_l, x_u, eps_l, eps_u, gumbel):
+        def compute(x_l, y_l, x_u, eps_l, eps_u, gumbel, c_l=None, c_u=None):
+            cls = (c_l, c_u) if own else None
             if temperature is not None:
                 if name == "reference":
                     return reference.per_example_losses_relaxed(self, x_l, y_l, x_u, eps_l, eps_u, gumbel, temperature,
-                                                                alpha, kl_weight)
+                                                                alpha, kl_weight, cls)
                 return objective.per_example_losses_relaxed(backends.get_ops(name), self.objective_weights(), x_l, y_l,
-                                                            x_u, eps_l, eps_u, gumbel, temperature, alpha, kl_weight)
+                                                            x_u, eps_l, eps_u, gumbel, temperature, alpha, kl_weight,
+                                                            cls)
             if name == "reference":
-                return reference.per_example_losses(self, x_l, y_l, x_u, eps_l, eps_u, alpha, kl_weight)
+                return reference.per_example_losses(self, x_l, y_l, x_u, eps_l, eps_u, alpha, kl_weight, cls)
             weights = self.objective_weights()
             return objective.per_example_losses(backends.get_ops(name), weights, x_l, y_l, x_u, eps_l, eps_u, alpha,
-                                                kl_weight)
+                                                kl_weight, cls)
 
         def losses(*inputs):
             if validation.tracing():
@@ -248,14 +264,17 @@ class M2(nn.Module):
                 return compute(*inputs)
 
         n_l, n_u = x_l.shape[0], x_u.shape[0]
+        extra = tuple(classifier_inputs) if own else ()
         if chunk_size is None or n_l + n_u <= chunk_size:
-            return losses(x_l, y_l, x_u, eps_l, eps_u, gumbel)
+            return losses(x_l, y_l, x_u, eps_l, eps_u, gumbel, *extra)
         parts = []
         for start in range(0, n_l + n_u, chunk_size):
             stop = start + chunk_size
             lab = slice(min(start, n_l), min(stop, n_l))
             unl = slice(max(start - n_l, 0), max(min(stop - n_l, n_u), 0))
             part = (x_l[lab], y_l[lab], x_u[unl], eps_l[lab], eps_u[unl], gumbel[unl])
+            if own:
+                part += (extra[0][lab], extra[1][unl])
             if torch.is_grad_enabled():
                 parts.append(torch.utils.checkpoint.checkpoint(
                     losses, *part, use_reentrant=False, preserve_rng_state=False))
@@ -382,6 +401,41 @@ class M2(nn.Module):
         )
         return x_l, y_l, x_u, eps_l, eps_u, gumbel
 
+    @property
+    def classifier_reads_x(self) -> bool:
+        """Whether q(y|.) reads x (the default), rather than inputs of its own (`classifier_x_dim`)."""
+        return self._config["classifier_x_dim"] is None
+
+    def _classifier_inputs(self, classifier_inputs, x_l, x_u) -> Optional[tuple]:
+        """`classifier_inputs` checked against the prepared x_l and x_u: (c_l, c_u) in x's dtype, or None when
+        the classifier reads x."""
+        where, W = "M2.loss", self.classifier_x_dim
+        if self.classifier_reads_x:
+            if classifier_inputs is not None:
+                validation.fail(where, "classifier_inputs", "None (this model's classifier reads x; build the model "
+                                "with classifier_x_dim for a classifier with inputs of its own)",
+                                validation.describe(classifier_inputs), TypeError)
+            return None
+        expected = f"a pair (c_l, c_u) of (n, {W}) tensors (this model's classifier reads inputs of width {W})"
+        if not isinstance(classifier_inputs, (tuple, list)) or len(classifier_inputs) != 2:
+            validation.fail(where, "classifier_inputs", expected, validation.describe(classifier_inputs), TypeError)
+        out = []
+        for i, (c, x) in enumerate(zip(classifier_inputs, (x_l, x_u))):
+            name, n = f"classifier_inputs[{i}]", x.shape[0]
+            if c is None and n == 0:
+                out.append(x.new_empty((0, W)))
+                continue
+            validation.tensor(where, name, c)
+            if tuple(c.shape) != (n, W):
+                validation.fail(where, name, f"a ({n}, {W}) tensor (a row per row of {('x_l', 'x_u')[i]})",
+                                validation.describe(c))
+            validation.floating(where, name, c)
+            validation.on_device(where, name, c, x.device)
+            validation.same_dtype(where, name, c, x.dtype, "x")
+            validation.check_values(where, (validation.finite, name, c))
+            out.append(c.to(x.dtype))
+        return tuple(out)
+
     def _inputs_check(self):
         """The value check of the inputs: in [0, 1] for the Bernoulli likelihood, finite for the Gaussian."""
         return validation.unit_interval if self.likelihood == "bernoulli" else validation.finite
@@ -431,7 +485,12 @@ class M2(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, D) (in [0, 1] for the Bernoulli likelihood) -> int64 labels (B,), argmax of q(y|x)."""
+        """x: (B, D) (in [0, 1] for the Bernoulli likelihood) -> int64 labels (B,), argmax of q(y|x). For a
+        model whose classifier reads inputs of its own (`classifier_x_dim`), x is those inputs."""
+        if not self.classifier_reads_x:
+            x = validation.model_inputs("M2.predict", x, self.classifier_x_dim, self.classifier.output.weight,
+                                        validation.finite)
+            return self.classifier(x).argmax(dim=-1)
         return self.classifier(self._images(x, "M2.predict")).argmax(dim=-1)
 
     def _class_vector(self, y, where: str) -> tuple:
@@ -489,13 +548,29 @@ class M2(nn.Module):
         return self.decoder.mean(out) if mean else self.decoder.draw(out, generator)
 
     @torch.no_grad()
-    def style_transfer(self, x: torch.Tensor) -> torch.Tensor:
+    def style_transfer(self, x: torch.Tensor, *, classes: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Encode x under its predicted class (z = mu) and decode it under every class.
 
-        x: (B, D) -> (B, C, D) means of p(x|y, z): the same style, each class.
+        x: (B, D) -> (B, C, D) means of p(x|y, z): the same style, each class. classes: (B,) int64, the
+        classes to encode under instead of the predicted ones (required when the classifier reads inputs of
+        its own).
         """
-        x = self._images(x, "M2.style_transfer")
-        y = F.one_hot(self.classifier(x).argmax(dim=-1), self.n_classes).to(x.dtype)
+        where = "M2.style_transfer"
+        x = self._images(x, where)
+        if classes is None:
+            if not self.classifier_reads_x:
+                validation.fail(where, "classes", "the (B,) classes of x (this model's classifier does not read x)",
+                                "None", TypeError)
+            classes = self.classifier(x).argmax(dim=-1)
+        else:
+            validation.tensor(where, "classes", classes)
+            validation.labels_dtype(where, "classes", classes)
+            if tuple(classes.shape) != (x.shape[0],):
+                validation.fail(where, "classes", f"a ({x.shape[0]},) tensor, one class per row of x",
+                                validation.describe(classes))
+            classes = classes.to(x.device)
+            validation.check_values(where, (validation.class_indices, "classes", classes, self.n_classes))
+        y = F.one_hot(classes, self.n_classes).to(x.dtype)
         mu, _ = self.encoder(x, y)
         B, C = x.shape[0], self.n_classes
         z = mu.repeat_interleave(C, dim=0)

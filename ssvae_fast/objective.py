@@ -35,7 +35,7 @@ from .functional import activation_fn
 class ObjectiveWeights:
     """What the objective needs of M2's networks, first layers split into input and class columns.
 
-    classifier: x (n, D) -> logits_y (n, C)
+    classifier: x (n, D), or what it reads instead (`classifier_inputs`) -> logits_y (n, C)
     enc_input (H_e, D), enc_columns (H_e, C): the encoder's first layer, W_y + b folded into the columns
     enc_rest: the encoder's hidden layers after the first, then its head -> [mu, logvar] (rows, 2Z)
     dec_input (H_d, Z), dec_columns (H_d, C): the decoder's first layer, likewise
@@ -60,14 +60,14 @@ class ObjectiveWeights:
 
 
 def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps_u, alpha: float,
-                       kl_weight: float = 1.0) -> Tensor:
+                       kl_weight: float = 1.0, classifier_inputs=None) -> Tensor:
     """Per-example losses (n_l + n_u,), labelled first; same contract as `reference.per_example_losses`."""
     w = weights
     n_l, n_u = x_l.shape[0], x_u.shape[0]
     n_classes, z_dim = w.enc_columns.shape[1], w.dec_input.shape[1]
 
     x_all = _labelled_first(x_l, x_u)
-    logits_y = w.classifier(x_all)
+    logits_y = w.classifier(x_all if classifier_inputs is None else _labelled_first(*classifier_inputs))
 
     # Rows: labelled example i (class y_i) for i < n_l, then (j, c) for unlabelled example j and class c.
     # First layers: W_v v once per row of v; the class column plus the bias, W_y[:, c] + b, is added by the op.
@@ -88,7 +88,7 @@ def per_example_losses(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps
 
 
 def per_example_losses_relaxed(ops, weights: ObjectiveWeights, x_l, y_l, x_u, eps_l, eps_u, gumbel, temperature: float,
-                               alpha: float, kl_weight: float = 1.0) -> Tensor:
+                               alpha: float, kl_weight: float = 1.0, classifier_inputs=None) -> Tensor:
     """Per-example losses (n_l + n_u,) with the Gumbel-softmax estimator of the unlabelled term: one row per
     example. An unlabelled example's class is the relaxed one-hot y = softmax((log q(y|x) + gumbel) / T),
     differentiable in the classifier, and its loss is L(x, y) + sum_c q(c|x) log q(c|x) (one decoder pass
@@ -100,7 +100,7 @@ def per_example_losses_relaxed(ops, weights: ObjectiveWeights, x_l, y_l, x_u, ep
     n_l, n_u = x_l.shape[0], x_u.shape[0]
     n_classes = w.enc_columns.shape[1]
     x_all = _labelled_first(x_l, x_u)
-    logits_y = w.classifier(x_all)
+    logits_y = w.classifier(x_all if classifier_inputs is None else _labelled_first(*classifier_inputs))
     y_soft = torch.softmax((torch.log_softmax(logits_y[n_l:], dim=-1) + gumbel) / temperature, dim=-1)
 
     def first_layer(a, columns, activation):

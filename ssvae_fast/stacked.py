@@ -2,7 +2,10 @@
 
 M1 (a VAE trained on every training image, labels unused) maps an image x to q(z1|x); M2 is trained on
 features z1 ~ q(z1|x), drawn anew for every batch, with a Gaussian p(z1|y, z2). M1 stays fixed while M2
-trains. An image is classified by M2's classifier on M1's mean features. Everything an M2 offers on images
+trains. An image is classified by M2's classifier on M1's mean features (Kingma et al.'s q(y|z1)), or, for
+an M2 built with `classifier_x_dim = m1.x_dim`, by M2's classifier on the image itself: q(y|x), for
+instance a convolutional one. Either is a distribution over y given what the bound conditions on (z1 is
+drawn from q(z1|x)), so the objective stays a lower bound on log p(z1) per feature draw. Everything an M2 offers on images
 (predict, sample, style_transfer, loss) this model offers too: pictures go back to pixel space through M1's
 decoder.
 """
@@ -27,6 +30,8 @@ class M1M2(nn.Module):
     Example:
         >>> m1 = M1(784, 50, hidden=(600, 600)); ...train m1...
         >>> model = M1M2(m1, M2(50, 10, 50, hidden=(500,), likelihood="gaussian"))
+        >>> # or q(y|x) on the images, a CNN: M2(50, 10, 50, likelihood="gaussian", classifier="conv",
+        >>> #                                    classifier_x_dim=784)
         >>> model.loss(x_l, y_l, x_u, alpha=...).backward()     # images in, M2's loss on M1's features
         >>> model.predict(x_test)
     """
@@ -37,6 +42,9 @@ class M1M2(nn.Module):
             raise TypeError(f"M1M2 takes an M1 and an M2, got {type(m1).__name__} and {type(m2).__name__}")
         if m2.x_dim != m1.z_dim:
             raise ValueError(f"M1M2: M2's x_dim ({m2.x_dim}) must be M1's z_dim ({m1.z_dim}): M2 models M1's features")
+        if not m2.classifier_reads_x and m2.classifier_x_dim != m1.x_dim:
+            raise ValueError(f"M1M2: M2's classifier_x_dim ({m2.classifier_x_dim}) must be M1's x_dim ({m1.x_dim}): "
+                             "a classifier with inputs of its own reads the images")
         self.m1, self.m2 = m1, m2
         m1.requires_grad_(False)
         self.n_classes, self.z_dim, self.x_dim = m2.n_classes, m2.z_dim, m1.x_dim
@@ -90,9 +98,18 @@ class M1M2(nn.Module):
 
     # ------------------------------------------------------------------ M2's interface on images
 
+    @property
+    def classifies_images(self) -> bool:
+        """Whether M2's classifier reads the images (q(y|x)) rather than M1's features (q(y|z1))."""
+        return not self.m2.classifier_reads_x
+
     def loss(self, x_l, y_l, x_u, *, alpha: float, generator: Optional[torch.Generator] = None, **kwargs):
         """M2's loss (`M2.loss`, same keywords) on features z1 ~ q(z1|x) of the images x_l and x_u, drawn from
-        `generator` (the global generator when None) before M2's own noise."""
+        `generator` (the global generator when None) before M2's own noise; a classifier on the images reads
+        x_l and x_u themselves."""
+        if self.classifies_images:
+            kwargs["classifier_inputs"] = tuple(
+                None if x is None else self.m1._check_x(x, "M1M2.loss") for x in (x_l, x_u))
         feats = []
         for x in (x_l, x_u):
             if x is None or x.numel() == 0:
@@ -102,7 +119,9 @@ class M1M2(nn.Module):
         return self.m2.loss(feats[0], y_l, feats[1], alpha=alpha, generator=generator, **kwargs)
 
     def classifier(self, x: torch.Tensor) -> torch.Tensor:
-        """M2's class logits of images x (on M1's mean features)."""
+        """M2's class logits of images x (on M1's mean features, or on x for a classifier of the images)."""
+        if self.classifies_images:
+            return self.m2.classifier(self.m1._check_x(x, "M1M2"))
         return self.m2.classifier(self.mean_features(x))
 
     def encoder(self, x: torch.Tensor, y: torch.Tensor) -> tuple:
@@ -111,7 +130,10 @@ class M1M2(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Labels (B,) of images x: argmax of M2's q(y|z1) at M1's mean features."""
+        """Labels (B,) of images x: argmax of M2's q(y|z1) at M1's mean features (of q(y|x) for a classifier of
+        the images)."""
+        if self.classifies_images:
+            return self.m2.predict(self.m1._check_x(x, "M1M2.predict"))
         return self.m2.predict(self.mean_features(x))
 
     @torch.no_grad()
@@ -124,7 +146,8 @@ class M1M2(nn.Module):
     @torch.no_grad()
     def style_transfer(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, x_dim): each image's M2 style decoded under every class, rendered by M1's decoder."""
-        styles = self.m2.style_transfer(self.mean_features(x))  # (B, C, z1)
+        classes = self.predict(x) if self.classifies_images else None
+        styles = self.m2.style_transfer(self.mean_features(x), classes=classes)  # (B, C, z1)
         return self.m1.decode(styles.reshape(-1, styles.shape[-1])).view(x.shape[0], self.n_classes, self.x_dim)
 
 

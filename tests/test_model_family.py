@@ -312,3 +312,102 @@ def test_m2_bounds_in_nats(likelihood):
     torch.testing.assert_close(elbo, -model.loss(None, None, x, alpha=0.0, eps_u=eps_u, reduction="none"))
     many = model.log_likelihood(x, n_samples=400, generator=torch.Generator().manual_seed(21)).mean()
     assert many > model.elbo(x, n_samples=200, generator=torch.Generator().manual_seed(22)).mean()
+
+
+def _own_input_model(classifier="mlp", W=16, backend="reference"):
+    """M2 on 3-wide features whose classifier reads 16-wide inputs of its own (4x4 'images'), float64."""
+    torch.manual_seed(2)
+    model = M2(3, 4, 2, hidden=(9,), likelihood="gaussian", classifier=classifier, classifier_x_dim=W).double()
+    model.backend = backend
+    return model
+
+
+@pytest.mark.parametrize("n_samples", [1, 2])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_classifier_inputs_match_direct_formula(backend, n_samples):
+    """With classifier_x_dim, q(y|.) reads classifier_inputs (c_l, c_u), the rest of the objective reads x:
+    per-example losses equal L(x, y) - alpha log q(y|c) and sum_c q(c|c_u) L(x_u, c) + sum q log q written out
+    from the networks (float64), on every backend, with gradients equal to the reference's; chunks and
+    samples keep each row with its own classifier input."""
+    model = _own_input_model(backend=backend)
+    b = make_batch(model, 3, 4, dtype=torch.float64, seed=21)
+    g = torch.Generator().manual_seed(22)
+    c_l, c_u = torch.rand(3, 16, generator=g, dtype=torch.float64), torch.rand(4, 16, generator=g, dtype=torch.float64)
+    K = n_samples
+    eps_l, eps_u = torch.randn(K * 3, 2, generator=g).double(), torch.randn(K * 4, 4, 2, generator=g).double()
+    b = b._replace(eps_l=eps_l, eps_u=eps_u) if hasattr(b, "_replace") else type(b)(b.x_l, b.y_l, b.x_u, eps_l, eps_u)
+    kwargs = dict(alpha=2.5, eps_l=b.eps_l, eps_u=b.eps_u, classifier_inputs=(c_l, c_u), n_samples=n_samples)
+    got = model.loss(b.x_l, b.y_l, b.x_u, reduction="none", **kwargs)
+    chunked = model.loss(b.x_l, b.y_l, b.x_u, reduction="none", chunk_size=3, **kwargs)
+
+    from ssvae_fast import reference
+
+    C = 4
+    with torch.no_grad():
+        x_l, y_l, x_u = (t.repeat_interleave(K, 0) for t in (b.x_l, b.y_l, b.x_u))
+        log_q_l = torch.log_softmax(model.classifier(c_l.repeat_interleave(K, 0)), -1)
+        lab = reference.negative_elbo(model, x_l, torch.nn.functional.one_hot(y_l, C).double(), b.eps_l) \
+            - 2.5 * log_q_l.gather(1, y_l[:, None])[:, 0]
+        rows = reference.negative_elbo(model, x_u.repeat_interleave(C, 0), torch.eye(C).double().repeat(x_u.shape[0], 1),
+                                       b.eps_u.reshape(-1, 2)).view(-1, C)
+        log_q_u = torch.log_softmax(model.classifier(c_u.repeat_interleave(K, 0)), -1)
+        unl = (log_q_u.exp() * rows).sum(-1) + (log_q_u.exp() * log_q_u).sum(-1)
+        expected = torch.cat([lab.view(3, K).mean(1), unl.view(4, K).mean(1)])
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(chunked, expected, rtol=1e-12, atol=1e-12)
+    ref = copy.deepcopy(model)
+    ref.backend = "reference"
+    grads = torch.autograd.grad(model.loss(b.x_l, b.y_l, b.x_u, **kwargs), list(model.parameters()))
+    ref_grads = torch.autograd.grad(ref.loss(b.x_l, b.y_l, b.x_u, **kwargs), list(ref.parameters()))
+    for a, e in zip(grads, ref_grads):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_classifier_inputs_are_checked():
+    model = _own_input_model()
+    b = make_batch(model, 2, 3, dtype=torch.float64, seed=23)
+    c_l, c_u = torch.rand(2, 16, dtype=torch.float64), torch.rand(3, 16, dtype=torch.float64)
+    with pytest.raises(TypeError, match="classifier_inputs must be a pair"):
+        model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0)
+    with pytest.raises(ValueError, match=r"classifier_inputs\[1\] must be a \(3, 16\) tensor"):
+        model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, classifier_inputs=(c_l, c_u[:2]))
+    with pytest.raises(TypeError, match="float64"):
+        model.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, classifier_inputs=(c_l.float(), c_u))
+    assert torch.isfinite(model.loss(None, None, b.x_u, alpha=1.0, classifier_inputs=(None, c_u)))
+    plain = M2(3, 4, 2, hidden=(9,), likelihood="gaussian").double()
+    with pytest.raises(TypeError, match="reads x"):
+        plain.loss(b.x_l, b.y_l, b.x_u, alpha=1.0, classifier_inputs=(c_l, c_u))
+    with pytest.raises(TypeError, match="classes"):
+        model.style_transfer(b.x_u)
+    assert model.style_transfer(b.x_u, classes=torch.tensor([0, 3, 1])).shape == (3, 4, 3)
+    assert torch.equal(model.predict(c_u), model.classifier(c_u).argmax(-1))
+    assert M2(**model.config).classifier_x_dim == 16 and plain.config["classifier_x_dim"] is None
+
+
+@pytest.mark.parametrize("backend", on_backends("reference", "cpu"))
+def test_m1m2_with_a_classifier_of_the_images(backend, tmp_path):
+    """M1M2 whose M2 classifies the images (q(y|x), a CNN): its loss is M2's on M1's features with the images
+    as the classifier's inputs, predictions and styles come from the images, checkpoints keep it."""
+    torch.manual_seed(4)
+    m1 = M1(16, 3, hidden=(11,)).to(torch.float32)
+    m2 = M2(3, 4, 2, hidden=(8,), likelihood="gaussian", classifier="conv", classifier_x_dim=16, backend=backend)
+    model = M1M2(m1, m2)
+    assert model.classifies_images
+    g = torch.Generator().manual_seed(13)
+    x_l, x_u = torch.rand(3, 16, generator=g), torch.rand(5, 16, generator=g)
+    y_l = torch.tensor([0, 1, 3])
+    loss = model.loss(x_l, y_l, x_u, alpha=3.0, generator=torch.Generator().manual_seed(14))
+    g = torch.Generator().manual_seed(14)
+    f_l, f_u = m1.features(x_l, generator=g), m1.features(x_u, generator=g)
+    expected = m2.loss(f_l, y_l, f_u, alpha=3.0, generator=g, classifier_inputs=(x_l, x_u))
+    torch.testing.assert_close(loss, expected)
+    assert torch.equal(model.predict(x_u), m2.classifier(x_u).argmax(-1))
+    assert torch.equal(model.classifier(x_u), m2.classifier(x_u))
+    assert model.style_transfer(x_u[:2]).shape == (2, 4, 16)
+    terms = term_sums(model, x_l, y_l, x_u, torch.randn(3, 2), torch.randn(5, 4, 2))
+    log_q = torch.log_softmax(m2.classifier(x_l), -1)
+    torch.testing.assert_close(terms["classification"], -log_q.gather(1, y_l[:, None]).sum())
+    model.save(tmp_path / "m.pt")
+    assert torch.equal(M1M2.load(tmp_path / "m.pt").predict(x_u), model.predict(x_u))
+    with pytest.raises(ValueError, match="classifier_x_dim"):
+        M1M2(m1, M2(3, 4, 2, likelihood="gaussian", classifier_x_dim=9))

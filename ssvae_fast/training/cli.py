@@ -44,8 +44,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--clip-grad", type=float, default=None, metavar="NORM", help="gradient-norm clipping (0: off)")
     add("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes (every network)")
     add("--classifier", default=None, choices=["mlp", "conv"],
-        help="M2's classifier: an MLP or a small CNN (square images; encoder and decoder stay MLPs); default: "
-             "the dataset's (conv on mnist, mlp on digits and for --model m1m2)")
+        help="M2's classifier: an MLP or a small CNN (square images; encoder and decoder stay MLPs); for "
+             "--model m1m2, mlp reads M1's features and conv the images; default: the dataset's")
     for network in ("classifier", "encoder", "decoder"):
         add(f"--{network}-hidden", type=int, nargs="+", default=None, help=f"the {network}'s hidden layers")
     add("--z-dim", type=int, default=None)

@@ -66,6 +66,8 @@ def term_sums(model, x_l, y_l, x_u, eps_l, eps_u) -> dict:
 
     M2.loss(reduction="sum") = reconstruction + kl + n log C + alpha * classification + entropy. For an
     M1M2 the terms are its M2's, on M1's mean features of the images."""
+    classify = model.classifier  # images -> logits (an M1M2's, on its features or on the images)
+    c_l, c_u = x_l, x_u
     if hasattr(model, "objective_view"):
         features = lambda x: None if x is None else model.objective_view(x)[1]  # noqa: E731
         x_l, x_u, model = features(x_l), features(x_u), model.m2
@@ -75,7 +77,7 @@ def term_sums(model, x_l, y_l, x_u, eps_l, eps_u) -> dict:
     if x_l is not None and x_l.shape[0]:
         y = F.one_hot(y_l, C).to(x_l.dtype)
         rec, kl = _conditional_terms(model, x_l, y, eps_l)
-        log_q = torch.log_softmax(model.classifier(x_l), dim=-1)
+        log_q = torch.log_softmax(classify(c_l), dim=-1)
         out["reconstruction"] = out["reconstruction"] + rec.sum()
         out["kl"] = out["kl"] + kl.sum()
         out["classification"] = -log_q.gather(1, y_l[:, None]).sum()
@@ -83,7 +85,7 @@ def term_sums(model, x_l, y_l, x_u, eps_l, eps_u) -> dict:
         n_u = x_u.shape[0]
         y = torch.eye(C, dtype=x_u.dtype, device=x_u.device).repeat(n_u, 1)
         rec, kl = _conditional_terms(model, x_u.repeat_interleave(C, dim=0), y, eps_u.reshape(n_u * C, -1))
-        log_q = torch.log_softmax(model.classifier(x_u), dim=-1)
+        log_q = torch.log_softmax(classify(c_u), dim=-1)
         q = log_q.exp()
         out["reconstruction"] = out["reconstruction"] + (q * rec.view(n_u, C)).sum()
         out["kl"] = out["kl"] + (q * kl.view(n_u, C)).sum()

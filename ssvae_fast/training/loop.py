@@ -255,14 +255,17 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
 
 def _build_model(cfg: TrainConfig, split, m1=None):
     """The model a run trains: M2 on the images, or (model m1m2) M2 with a Gaussian likelihood on the
-    features of `m1` (a fresh M1 when None: a resumed run loads its trained one from the checkpoint)."""
+    features of `m1` (a fresh M1 when None: a resumed run loads its trained one from the checkpoint), its
+    classifier on M1's features (mlp) or on the images (conv)."""
     kwargs = dict(hidden=cfg.hidden, activation=cfg.activation, backend=cfg.backend,
                   classifier_hidden=cfg.classifier_hidden, encoder_hidden=cfg.encoder_hidden,
                   decoder_hidden=cfg.decoder_hidden, classifier=cfg.classifier)
     if cfg.model == "m2":
         return M2(split.x_dim, split.n_classes, cfg.z_dim, likelihood=cfg.likelihood, **kwargs)
     m1 = m1 if m1 is not None else build_m1(cfg, split.x_dim)
-    return M1M2(m1, M2(m1.z_dim, split.n_classes, cfg.z_dim, likelihood="gaussian", **kwargs))
+    # classifier "conv": q(y|x), a CNN on the images; "mlp": Kingma et al.'s q(y|z1) on M1's features.
+    images = split.x_dim if cfg.classifier == "conv" else None
+    return M1M2(m1, M2(m1.z_dim, split.n_classes, cfg.z_dim, likelihood="gaussian", classifier_x_dim=images, **kwargs))
 
 
 def _run_m1(cfg: TrainConfig, split, procs, out) -> TrainResult:
