@@ -112,11 +112,14 @@ def test_resolve_turns_defaults_into_numbers():
 
 
 @pytest.mark.parametrize("dataset,model,classifier", [("digits", "m2", "mlp"), ("mnist", "m2", "conv"),
-                                                      ("mnist", "m1m2", "mlp"), ("digits", "m1m2", "mlp")])
+                                                      ("mnist", "m1m2", "conv"), ("digits", "m1m2", "mlp")])
 def test_the_classifier_default_follows_dataset_and_model(dataset, model, classifier):
-    """MNIST's M2 classifies images with the CNN; M1+M2's classifies M1's latent vectors with an MLP."""
+    """MNIST's M2 and M1+M2 classify the images with the CNN; on digits M1+M2's MLP reads M1's features."""
     assert TrainConfig(dataset=dataset, model=model).with_defaults().classifier == classifier
     assert TrainConfig(dataset=dataset, model="m2", classifier="mlp").with_defaults().classifier == "mlp"
+    if (dataset, model) == ("mnist", "m1m2"):
+        cfg = TrainConfig(dataset=dataset, model=model).with_defaults()
+        assert (cfg.m1_hidden, cfg.m1_z_dim, cfg.m1_warmup, cfg.warmup) == ((500,), 20, 5000, 0)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "exp"])

@@ -78,13 +78,18 @@ def test_m1m2_run_and_resume(tmp_path):
     assert isinstance(model, M1M2)
 
 
-def test_m1m2_subcommands(tmp_path, capsys):
+@pytest.mark.parametrize("classifier", ["mlp", "conv"])
+def test_m1m2_subcommands(tmp_path, capsys, classifier):
+    """train, evaluate and sample on an M1+M2 run directory, its classifier on M1's features (mlp) or on the
+    images (conv)."""
     out = str(tmp_path / "run")
     args = ["train", "--model", "m1m2", "--labels", "20", "--val-size", "50", "--hidden", "32", "--z-dim", "4",
             "--m1-hidden", "32", "--m1-z-dim", "6", "--m1-steps", "30", "--steps", "8", "--backend", "torch",
-            "--no-progress", "--out", out]
+            "--classifier", classifier, "--no-progress", "--out", out]
     assert main(args) == 0
     assert "after M1: 30 steps" in capsys.readouterr().out
+    model = checkpoint.model_from(checkpoint.load(os.path.join(out, "best.pt")))
+    assert model.classifies_images == (classifier == "conv")
     assert main(["evaluate", out]) == 0
     assert "class consistency" in capsys.readouterr().out
     assert main(["sample", out, "--out", str(tmp_path / "s.png"), "--per-class", "2"]) == 0
