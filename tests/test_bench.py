@@ -368,3 +368,23 @@ def test_triton_registers_reports_compiled_kernels(tmp_path):
     interpreted = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "triton_registers.py")],
                                  env=dict(env, TRITON_INTERPRET="1"), capture_output=True, text=True, timeout=600)
     assert interpreted.returncode != 0 and "unset TRITON_INTERPRET" in interpreted.stderr
+
+
+def test_m1_features_reports_active_dimensions_and_nearest_neighbours(tmp_path, capsys):
+    """benchmarks/m1_features.py trains M1 as M1+M2's first stage would and scores k-NN on its mean features
+    beside the pixels, on validation only."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("m1_features", REPO_ROOT / "benchmarks" / "m1_features.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "f.json"
+    assert tool.main(["--dataset", "digits", "--seed", "3", "--m1-steps", "20", "--m1-z-dim", "4",
+                      "--m1-warmup", "10", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["m1_z_dim"] == 4 and doc["m1_warmup"] == 10 and 0 <= doc["active_dims"] <= 4
+    assert len(doc["mean_std_sorted"]) == 4 and doc["knn_val_accuracy"].keys() == {"1", "3", "5"}
+    assert all(0.0 <= v <= 1.0 for row in doc["knn_val_accuracy"].values() for v in row.values())
+    assert "1-NN on 100 labels" in capsys.readouterr().out
+    x = torch.tensor([[0.0], [1.0], [10.0]])
+    assert tool.knn_accuracy(x, torch.tensor([0, 1, 1]), torch.tensor([[0.2], [9.0]]), torch.tensor([0, 1]), 1, 2) == 1.0
