@@ -146,20 +146,27 @@ def test_m2_kl_weight_scales_the_kl_terms(backend):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
 
+def _m1m2_loss_and_m2s(m1, m2, images=False):
+    """(M1M2(m1, m2), x_l, y_l, x_u, its loss, M2's loss on the same feature draws (the images as the
+    classifier's inputs when `images`))."""
+    model = M1M2(m1, m2)
+    g = torch.Generator().manual_seed(13)
+    x_l, x_u = torch.rand(3, m1.x_dim, generator=g), torch.rand(5, m1.x_dim, generator=g)
+    y_l = torch.tensor([0, 1, 3])
+    loss = model.loss(x_l, y_l, x_u, alpha=3.0, generator=torch.Generator().manual_seed(14))
+    g = torch.Generator().manual_seed(14)
+    f_l, f_u = m1.features(x_l, generator=g), m1.features(x_u, generator=g)
+    extra = dict(classifier_inputs=(x_l, x_u)) if images else {}
+    return model, x_l, y_l, x_u, loss, m2.loss(f_l, y_l, f_u, alpha=3.0, generator=g, **extra)
+
+
 def test_m1m2_is_m2_on_m1_features():
     """M1M2's loss is M2's on features drawn from q(z1|x) (the same generator draws), its predictions are
     M2's at M1's mean features, its pictures are M1's decodings; M1 stays fixed; save/load round-trips."""
     m1 = _m1(dtype=torch.float32)
     m2 = M2(3, 4, 2, hidden=(8,), likelihood="gaussian")
-    model = M1M2(m1, m2)
+    model, x_l, y_l, x_u, loss, expected = _m1m2_loss_and_m2s(m1, m2)
     assert not any(p.requires_grad for p in model.m1.parameters())
-    g = torch.Generator().manual_seed(13)
-    x_l, x_u = torch.rand(3, 13, generator=g), torch.rand(5, 13, generator=g)
-    y_l = torch.tensor([0, 1, 3])
-    loss = model.loss(x_l, y_l, x_u, alpha=3.0, generator=torch.Generator().manual_seed(14))
-    g = torch.Generator().manual_seed(14)
-    f_l, f_u = m1.features(x_l, generator=g), m1.features(x_u, generator=g)
-    expected = m2.loss(f_l, y_l, f_u, alpha=3.0, generator=g)
     torch.testing.assert_close(loss, expected)
     assert torch.equal(model.predict(x_u), m2.predict(m1.encode(x_u)[0]))
     assert model.style_transfer(x_u[:2]).shape == (2, 4, 13)
@@ -391,15 +398,8 @@ def test_m1m2_with_a_classifier_of_the_images(backend, tmp_path):
     torch.manual_seed(4)
     m1 = M1(16, 3, hidden=(11,)).to(torch.float32)
     m2 = M2(3, 4, 2, hidden=(8,), likelihood="gaussian", classifier="conv", classifier_x_dim=16, backend=backend)
-    model = M1M2(m1, m2)
+    model, x_l, y_l, x_u, loss, expected = _m1m2_loss_and_m2s(m1, m2, images=True)
     assert model.classifies_images
-    g = torch.Generator().manual_seed(13)
-    x_l, x_u = torch.rand(3, 16, generator=g), torch.rand(5, 16, generator=g)
-    y_l = torch.tensor([0, 1, 3])
-    loss = model.loss(x_l, y_l, x_u, alpha=3.0, generator=torch.Generator().manual_seed(14))
-    g = torch.Generator().manual_seed(14)
-    f_l, f_u = m1.features(x_l, generator=g), m1.features(x_u, generator=g)
-    expected = m2.loss(f_l, y_l, f_u, alpha=3.0, generator=g, classifier_inputs=(x_l, x_u))
     torch.testing.assert_close(loss, expected)
     assert torch.equal(model.predict(x_u), m2.classifier(x_u).argmax(-1))
     assert torch.equal(model.classifier(x_u), m2.classifier(x_u))
