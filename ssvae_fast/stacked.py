@@ -107,15 +107,11 @@ class M1M2(nn.Module):
         """M2's loss (`M2.loss`, same keywords) on features z1 ~ q(z1|x) of the images x_l and x_u, drawn from
         `generator` (the global generator when None) before M2's own noise; a classifier on the images reads
         x_l and x_u themselves."""
+        images = [None if x is None else self.m1._check_x(x, "M1M2.loss") for x in (x_l, x_u)]  # checked once
         if self.classifies_images:
-            kwargs["classifier_inputs"] = tuple(
-                None if x is None else self.m1._check_x(x, "M1M2.loss") for x in (x_l, x_u))
-        feats = []
-        for x in (x_l, x_u):
-            if x is None or x.numel() == 0:
-                feats.append(None)
-                continue
-            feats.append(self.m1.features(self.m1._check_x(x, "M1M2.loss"), sample=True, generator=generator))
+            kwargs["classifier_inputs"] = tuple(images)
+        feats = [None if x is None or x.numel() == 0 else self.m1.features(x, sample=True, generator=generator)
+                 for x in images]
         return self.m2.loss(feats[0], y_l, feats[1], alpha=alpha, generator=generator, **kwargs)
 
     def classifier(self, x: torch.Tensor) -> torch.Tensor:
