@@ -82,9 +82,25 @@ double epilogue_row(const float* l, const float* b, const float* x, float* s, in
   return epilogue_row_f32(l, b, x, s, D);
 }
 
+// bf16: each product block's l, b and x widened to float buffers, the float32 block loop run on them and s
+// rounded from a float buffer (bfloat16.h's staging): the same blocks and values as a float row would give.
 SSVAE_FAST_TARGET_CLONES
 double epilogue_row(const bf16_t* l, const bf16_t* b, const bf16_t* x, bf16_t* s, int64_t D) {
-  return epilogue_row_f32(l, b, x, s, D);
+  float l_f[kProductBlock], b_f[kProductBlock], x_f[kProductBlock], s_f[kProductBlock];
+  double acc = 0.0, log_sum = 0.0;
+  for (int64_t d0 = 0; d0 < D; d0 += kProductBlock) {
+    const int64_t n = std::min(D - d0, kProductBlock);
+    load_row(l + d0, l_f, n);
+    if (b != nullptr) load_row(b + d0, b_f, n);
+    load_row(x + d0, x_f, n);
+    double prod = 1.0;
+    dispatch_flags(s != nullptr, b != nullptr, [&](auto store_s, auto bias) {
+      prod = epilogue_block<decltype(store_s)::value, decltype(bias)::value>(l_f, b_f, x_f, s_f, 0, n, acc);
+    });
+    log_sum += std::log(prod);
+    if (s != nullptr) store_row(s_f, s + d0, n);
+  }
+  return acc - log_sum;
 }
 
 // y[j] *= g (in place) over one row.
@@ -112,21 +128,43 @@ inline void accumulate_scaled_row_f32(double* acc, const S* v, float g, int64_t 
 SSVAE_FAST_TARGET_CLONES
 void scale_row_inplace(float* y, float g, int64_t n) { scale_row_inplace_f32(y, g, n); }
 
+// bf16 rows of the scalings, staged (bfloat16.h).
 SSVAE_FAST_TARGET_CLONES
-void scale_row_inplace(bf16_t* y, float g, int64_t n) { scale_row_inplace_f32(y, g, n); }
+void scale_row_inplace(bf16_t* y, float g, int64_t n) {
+  float buf[kStage];
+  for (int64_t j0 = 0; j0 < n; j0 += kStage) {
+    const int64_t m = std::min(kStage, n - j0);
+    load_row(y + j0, buf, m);
+    scale_row_inplace_f32(buf, g, m);
+    store_row(buf, y + j0, m);
+  }
+}
 
 SSVAE_FAST_TARGET_CLONES
 void scale_row(const float* v, float g, float* y, int64_t n) { scale_row_f32(v, g, y, n); }
 
 SSVAE_FAST_TARGET_CLONES
-void scale_row(const bf16_t* v, float g, bf16_t* y, int64_t n) { scale_row_f32(v, g, y, n); }
+void scale_row(const bf16_t* v, float g, bf16_t* y, int64_t n) {
+  float buf[kStage];
+  for (int64_t j0 = 0; j0 < n; j0 += kStage) {
+    const int64_t m = std::min(kStage, n - j0);
+    load_row(v + j0, buf, m);
+    scale_row_inplace_f32(buf, g, m);  // g * v[j], as scale_row_f32 (multiplication commutes exactly)
+    store_row(buf, y + j0, m);
+  }
+}
 
 SSVAE_FAST_TARGET_CLONES
 void accumulate_scaled_row(double* acc, const float* v, float g, int64_t n) { accumulate_scaled_row_f32(acc, v, g, n); }
 
 SSVAE_FAST_TARGET_CLONES
 void accumulate_scaled_row(double* acc, const bf16_t* v, float g, int64_t n) {
-  accumulate_scaled_row_f32(acc, v, g, n);
+  float buf[kStage];
+  for (int64_t j0 = 0; j0 < n; j0 += kStage) {
+    const int64_t m = std::min(kStage, n - j0);
+    load_row(v + j0, buf, m);
+    accumulate_scaled_row_f32(acc + j0, buf, g, m);
+  }
 }
 
 // ---- float64 ---------------------------------------------------------------------------------------

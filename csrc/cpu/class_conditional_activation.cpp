@@ -19,6 +19,7 @@
 #include "class_conditional_activation.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "bfloat16.h"
@@ -58,12 +59,15 @@ void activation_row(const float* a, const float* w, float* out, int64_t H, int a
   activation_row_f32(a, w, out, H, activation);
 }
 
+// bf16: a's row widened a chunk at a time (bfloat16.h's staging), the class row w already widened (the
+// forward widens W_y's C rows once per call), the float32 row loop, then the output rounded.
 SSVAE_FAST_TARGET_CLONES
-void activation_row(const bf16_t* a, const bf16_t* w, bf16_t* out, int64_t H, int activation) {
-  float buf[kStage];  // staged (bfloat16.h): the float loop and the rounding loop are each vectorized
+void activation_row(const bf16_t* a, const float* w, bf16_t* out, int64_t H, int activation) {
+  float a_f[kStage], buf[kStage];
   for (int64_t h0 = 0; h0 < H; h0 += kStage) {
     const int64_t n = std::min(kStage, H - h0);
-    activation_row_f32(a + h0, w + h0, buf, n, activation);
+    load_row(a + h0, a_f, n);
+    activation_row_f32(a_f, w + h0, buf, n, activation);
     store_row(buf, out + h0, n);
   }
 }
@@ -126,14 +130,39 @@ void row_backward(const float* g, const float* a, const float* w, const float* o
   row_backward_dispatch(g, a, w, out, dst, acc_wy, H, activation);
 }
 
+// The float rows of a bf16 backward row: g, and either out or (a, w), widened (bfloat16.h). Returns the
+// float pointers the float32 loop reads (nullptr where the bf16 pointer was nullptr).
+struct StagedRows {
+  float g[kStage], a[kStage], w[kStage], out[kStage];
+  const float* gp = nullptr;
+  const float* ap = nullptr;
+  const float* wp = nullptr;
+  const float* outp = nullptr;
+
+  void load(const bf16_t* g_, const bf16_t* a_, const bf16_t* w_, const bf16_t* out_, int64_t h0, int64_t n) {
+    load_row(g_ + h0, g, n);
+    gp = g;
+    if (out_ != nullptr) {
+      load_row(out_ + h0, out, n);
+      outp = out;
+    } else {
+      load_row(a_ + h0, a, n);
+      load_row(w_ + h0, w, n);
+      ap = a;
+      wp = w;
+    }
+  }
+};
+
 SSVAE_FAST_TARGET_CLONES
 void row_backward(const bf16_t* g, const bf16_t* a, const bf16_t* w, const bf16_t* out, bf16_t* dst,
                   double* acc_wy, int64_t H, int activation) {
-  float buf[kStage];  // staged, as activation_row's bf16 rows
+  StagedRows in;
+  float buf[kStage];
   for (int64_t h0 = 0; h0 < H; h0 += kStage) {
     const int64_t n = std::min(kStage, H - h0);
-    row_backward_dispatch(g + h0, a == nullptr ? a : a + h0, w == nullptr ? w : w + h0,
-                          out == nullptr ? out : out + h0, buf, acc_wy + h0, n, activation);
+    in.load(g, a, w, out, h0, n);
+    row_backward_dispatch(in.gp, in.ap, in.wp, in.outp, buf, acc_wy + h0, n, activation);
     store_row(buf, dst + h0, n);
   }
 }
@@ -147,7 +176,12 @@ void class_row_backward(const float* g, const float* a, const float* w, const fl
 SSVAE_FAST_TARGET_CLONES
 void class_row_backward(const bf16_t* g, const bf16_t* a, const bf16_t* w, const bf16_t* out, double* acc_a,
                         double* acc_wy, int64_t H, int activation) {
-  class_row_backward_dispatch(g, a, w, out, acc_a, acc_wy, H, activation);
+  StagedRows in;
+  for (int64_t h0 = 0; h0 < H; h0 += kStage) {
+    const int64_t n = std::min(kStage, H - h0);
+    in.load(g, a, w, out, h0, n);
+    class_row_backward_dispatch(in.gp, in.ap, in.wp, in.outp, acc_a + h0, acc_wy + h0, n, activation);
+  }
 }
 
 // ---- float64 ---------------------------------------------------------------------------------------
@@ -194,10 +228,20 @@ void class_conditional_forward(const scalar_t* a, const scalar_t* wy_t, const in
                                Activation activation) {
   const int64_t rows = n_l + (N - n_l) * C;
   const int act = static_cast<int>(activation);
+  // bf16: W_y's class rows are widened to float once per call, not once per output row.
+  std::vector<float> wide;
+  if constexpr (std::is_same_v<scalar_t, bf16_t>) {
+    wide.resize(static_cast<size_t>(C * H));
+    load_row(wy_t, wide.data(), C * H);
+  }
   parallel_for(rows, rows * H, [&](int64_t r) {
     const int64_t n = r < n_l ? r : n_l + (r - n_l) / C;
     const int64_t c = r < n_l ? classes[r] : (r - n_l) % C;
-    activation_row(a + n * H, wy_t + c * H, out + r * H, H, act);
+    if constexpr (std::is_same_v<scalar_t, bf16_t>) {
+      activation_row(a + n * H, wide.data() + c * H, out + r * H, H, act);
+    } else {
+      activation_row(a + n * H, wy_t + c * H, out + r * H, H, act);
+    }
   });
 }
 

@@ -284,9 +284,11 @@ def test_torch_library_opcheck(backend):
 
 
 def _half_inputs(form: str, device):
-    """make(dtype) for the 16-bit tests: MNIST's D = 785 (one more than a multiple of 16), every class of 13
-    examples or 40 labelled rows and 20 examples of 10 classes; ll and the gradients of h, weight, bias and x."""
-    N, n_l, C, H, D = (13, 0, 10, 70, 785) if form == "every class" else (60, 40, 10, 70, 785)
+    """make(dtype) for the 16-bit tests: MNIST's D = 785 (one more than a multiple of 16; the cpu kernels' bf16
+    rows take it in two blocks of at most 512), every class of 13 examples with H = 70, or 40 labelled rows and
+    20 examples of 10 classes with H = 300 (two chunks of the cpu kernels' 256-element bf16 stage); ll and the
+    gradients of h, weight, bias and x."""
+    N, n_l, C, H, D = (13, 0, 10, 70, 785) if form == "every class" else (60, 40, 10, 300, 785)
     M = n_l + (N - n_l) * C
     h64, w64 = rand(M, H, seed=88), rand(D, H, seed=89, scale=0.3)
     b64, x64 = rand(D, seed=90), rand(N, D, seed=91, uniform=True)
