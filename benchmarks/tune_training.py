@@ -77,6 +77,8 @@ CANDIDATES = {
         "m1m2-m1z20w": {"model": "m1m2", "classifier": "mlp", "m1_hidden": (500,), "m1_z_dim": 20, "m1_warmup": 5000},
         "m1m2-conv-m1z20w": {"model": "m1m2", "classifier": "conv", "m1_hidden": (500,), "m1_z_dim": 20,
                              "m1_warmup": 5000},
+        "m1m2-shift1": {"model": "m1m2", "shift": 1},
+        "m1m2-shift2": {"model": "m1m2", "shift": 2},
         "b100-a8": {"steps": 6000, "batch_size": 100},
         "b100-a50": {"steps": 6000, "batch_size": 100, "alpha": 50.0},
         "b100-a200": {"steps": 6000, "batch_size": 100, "alpha": 200.0},

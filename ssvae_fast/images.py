@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-__all__ = ["image_side", "image_grid", "write_png", "style_figure", "write_style_figure"]
+__all__ = ["image_side", "image_grid", "random_shift", "write_png", "style_figure", "write_style_figure"]
 
 
 def image_side(x_dim: int) -> int:
@@ -25,6 +25,26 @@ def image_side(x_dim: int) -> int:
     if side * side != x_dim:
         raise ValueError(f"x_dim = {x_dim} pixels is not a square image (28 x 28 = 784 for MNIST, 8 x 8 = 64 for digits)")
     return side
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Each square image of x (N, side * side) translated by its own random offset (dy, dx), each uniform in
+    [-max_shift, max_shift] and drawn from `generator`: pixels shifted out are dropped, pixels shifted in are
+    0. One gather, on x's device and dtype; max_shift 0 returns x itself (and draws nothing)."""
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be at least 0, got {max_shift}")
+    if x.dim() != 2:
+        raise ValueError(f"random_shift expects (N, side * side) images, got shape {tuple(x.shape)}")
+    if max_shift == 0 or x.shape[0] == 0:
+        return x
+    n, side = x.shape[0], image_side(x.shape[1])
+    offsets = torch.randint(-max_shift, max_shift + 1, (2, n, 1), device=x.device, generator=generator)
+    padded = torch.nn.functional.pad(x.reshape(n, side, side), (max_shift,) * 4)
+    ar = torch.arange(side, device=x.device)
+    rows = (ar + max_shift - offsets[0])[:, :, None]  # out[i, r, c] = x[i, r - dy, c - dx] (0 outside)
+    cols = (ar + max_shift - offsets[1])[:, None, :]
+    out = padded[torch.arange(n, device=x.device)[:, None, None], rows, cols]
+    return out.reshape(n, side * side)
 
 
 def image_grid(images, pad: int = 1, scale: int = 1) -> np.ndarray:

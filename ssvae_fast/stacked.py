@@ -106,9 +106,9 @@ class M1M2(nn.Module):
     def loss(self, x_l, y_l, x_u, *, alpha: float, generator: Optional[torch.Generator] = None, **kwargs):
         """M2's loss (`M2.loss`, same keywords) on features z1 ~ q(z1|x) of the images x_l and x_u, drawn from
         `generator` (the global generator when None) before M2's own noise; a classifier on the images reads
-        x_l and x_u themselves."""
+        x_l and x_u themselves, or `classifier_inputs` = (c_l, c_u) when given (say, translated copies)."""
         images = [None if x is None else self.m1._check_x(x, "M1M2.loss") for x in (x_l, x_u)]  # checked once
-        if self.classifies_images:
+        if self.classifies_images and kwargs.get("classifier_inputs") is None:
             kwargs["classifier_inputs"] = tuple(images)
         feats = [None if x is None or x.numel() == 0 else self.m1.features(x, sample=True, generator=generator)
                  for x in images]

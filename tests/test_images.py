@@ -87,3 +87,41 @@ def test_style_figure_rows_are_the_image_then_its_style_under_each_class(tmp_pat
     assert np.array_equal(picture, expected)
     assert picture.shape == (2 * 6 + 2, 4 * 6 + 2)  # 2 rows; the image + 3 classes; 4 x 4 tiles, pad 2
     assert style_figure(model, x).shape == (2 * (4 * 14 + 2) + 2, 4 * (4 * 14 + 2) + 2)  # default: ~56-pixel tiles
+
+
+def test_random_shift_moves_each_image_by_its_own_offset():
+    """Every output is its input translated by one (dy, dx) in [-s, s]^2, zeros shifted in; offsets differ
+    between images and follow the generator."""
+    from ssvae_fast.images import random_shift
+
+    side, s = 6, 2
+    x = torch.rand(64, side * side) + 0.5  # no zero pixel: zeros in the output are shifted-in pixels
+    g = torch.Generator().manual_seed(0)
+    out = random_shift(x, s, g)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    seen = set()
+    for img, src in zip(out.reshape(-1, side, side), x.reshape(-1, side, side)):
+        matches = []
+        for dy in range(-s, s + 1):
+            for dx in range(-s, s + 1):
+                want = torch.zeros(side + 2 * s, side + 2 * s)
+                want[s + dy : s + dy + side, s + dx : s + dx + side] = src
+                if torch.equal(img, want[s : s + side, s : s + side]):
+                    matches.append((dy, dx))
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) > 10  # offsets are drawn per image
+    again = random_shift(x, s, torch.Generator().manual_seed(0))
+    assert torch.equal(again, out)
+    assert random_shift(x, 0, g) is x
+
+
+def test_random_shift_errors():
+    from ssvae_fast.images import random_shift
+
+    with pytest.raises(ValueError, match="max_shift"):
+        random_shift(torch.rand(2, 16), -1)
+    with pytest.raises(ValueError, match="square"):
+        random_shift(torch.rand(2, 15), 1)
+    with pytest.raises(ValueError, match="side"):
+        random_shift(torch.rand(2, 4, 4), 1)

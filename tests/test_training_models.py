@@ -111,12 +111,74 @@ def test_samples_repeat_each_example_with_its_own_noise():
 @pytest.mark.parametrize("bad,match", [(dict(model="m3"), "--model"), (dict(warmup=-1), "--warmup"),
                                        (dict(m1_warmup=-2), "--m1-warmup"),
                                        (dict(samples=0), "--samples"), (dict(m1_hidden=(0,)), "--m1-hidden"),
-                                       (dict(precision="fp16"), "--precision"), (dict(classifier="cnn"), "--classifier")])
+                                       (dict(precision="fp16"), "--precision"), (dict(classifier="cnn"), "--classifier"),
+                                       (dict(shift=-1), "--shift"), (dict(shift=1, classifier="conv"), "--model m1m2"),
+                                       (dict(model="m1m2", classifier="mlp", shift=2), "--classifier conv")])
 def test_bad_options(bad, match):
     from ssvae_fast.data import DatasetError
 
     with pytest.raises(DatasetError, match=match):
         train(TrainConfig(**{**SMALL, **bad}))
+
+
+def test_shift_gives_the_classifier_shifted_images_and_leaves_the_rest_of_the_batch_alone():
+    """draw(shift=s): c_l and c_u are the batch's binarized images, each shifted (drawn after everything
+    else, so x, y and the noise are those of the unshifted batch)."""
+    x_l, y_l, x_u = torch.rand(5, 16), torch.arange(5), torch.rand(7, 16)
+
+    def batch(shift):
+        g = torch.Generator().manual_seed(0)
+        return batches.draw(batches.BatchSampler(5, 7, 2, 3, g), x_l, y_l, x_u, binarize="dynamic", n_classes=3,
+                            z_dim=2, shift=shift), g
+
+    plain, _ = batch(0)
+    shifted, _ = batch(2)
+    assert plain.c_l is None and plain.c_u is None
+    for a, b in zip(plain[:5], shifted[:5]):
+        assert torch.equal(a, b)
+    assert shifted.c_l.shape == (2, 16) and shifted.c_u.shape == (3, 16)
+    again, _ = batch(2)  # a function of the seed
+    assert torch.equal(again.c_l, shifted.c_l) and torch.equal(again.c_u, shifted.c_u)
+    assert not torch.equal(shifted.c_u, shifted.x_u)  # moved (a 3-row batch of 4x4 images, offsets in [-2, 2])
+    # each row is its image under one of the 25 offsets (zeros shifted in)
+    for c, x in zip(torch.cat([shifted.c_l, shifted.c_u]), torch.cat([shifted.x_l, shifted.x_u])):
+        img, pad = x.reshape(4, 4), torch.nn.functional.pad(x.reshape(4, 4), (2, 2, 2, 2))
+        assert any(torch.equal(c.reshape(4, 4), pad[2 - dy : 6 - dy, 2 - dx : 6 - dx])
+                   for dy in range(-2, 3) for dx in range(-2, 3)), img
+
+
+def test_m1m2_classifier_reads_the_given_inputs():
+    """M1M2.loss with classifier_inputs: q(y|.) reads them, the generative terms read the images; the
+    images themselves as classifier inputs give the default loss bit for bit. A training run with --shift
+    hands the shifted images to the loss."""
+    from ssvae_fast import M1, M2
+
+    torch.manual_seed(0)
+    model = M1M2(M1(16, 6, hidden=(8,)), M2(6, 3, 2, hidden=(8,), likelihood="gaussian", classifier="conv",
+                                             classifier_x_dim=16))
+    x_l, y_l, x_u = torch.rand(4, 16).round(), torch.tensor([0, 1, 2, 0]), torch.rand(5, 16).round()
+
+    def loss(**kw):
+        return model.loss(x_l, y_l, x_u, alpha=1.0, generator=torch.Generator().manual_seed(1), **kw)
+
+    assert torch.equal(loss(), loss(classifier_inputs=(x_l, x_u)))
+    assert not torch.equal(loss(), loss(classifier_inputs=(1 - x_l, 1 - x_u)))
+
+    seen = []
+    original = M1M2.loss
+
+    def recording(self, x_l, y_l, x_u, **kwargs):
+        seen.append((x_l, x_u, kwargs.get("classifier_inputs")))
+        return original(self, x_l, y_l, x_u, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(M1M2, "loss", recording)
+        train(TrainConfig(**{**SMALL, "m1_steps": 4}, model="m1m2", classifier="conv", shift=1, steps=3,
+                          eval_every=3, test=False))
+    assert len(seen) == 3
+    for xl, xu, inputs in seen:
+        assert inputs is not None and inputs[0].shape == xl.shape and inputs[1].shape == xu.shape
+    assert any(not torch.equal(inputs[1], xu) for _, xu, inputs in seen)
 
 
 def test_gumbel_estimator_trains_with_an_annealed_temperature():

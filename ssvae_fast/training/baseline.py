@@ -1,7 +1,8 @@
 """The supervised baseline: M2's classifier network trained alone on the labelled examples.
 
 Same network and initialization (`M2(...).classifier` built under the same seed), same number of steps,
-labelled batch size, binarization, optimizer, learning-rate schedule and clipping, cross-entropy only;
+labelled batch size, binarization, random shifts (`--shift`), optimizer, learning-rate schedule and
+clipping, cross-entropy only;
 selected on the same validation split, tested once. What M2 adds over it is what the unlabelled data
 bought.
 """
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data
+from ..images import random_shift
 from ..model import M2
 from .batches import BatchSampler
 from .config import TrainConfig, autocast, autocast_dtype, optimizer_and_schedule
@@ -56,7 +58,8 @@ def train_baseline(cfg: TrainConfig, split: data.SemiSupervisedSplit, device) ->
         net.train()
         idx, _ = sampler.next()
         with autocast(autocast_dtype(cfg), x_l.device.type):  # the same precision as the M2 run beside it
-            loss = F.cross_entropy(net(data.binarize(x_l[idx], cfg.binarize, generator)), y_l[idx])
+            xb = random_shift(data.binarize(x_l[idx], cfg.binarize, generator), cfg.shift or 0, generator)
+            loss = F.cross_entropy(net(xb), y_l[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad > 0:

@@ -8,6 +8,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from .. import data
+from ..images import random_shift
 
 
 class Batch(NamedTuple):
@@ -20,6 +21,8 @@ class Batch(NamedTuple):
     eps_l: torch.Tensor  # (n_l, Z)
     eps_u: torch.Tensor  # (n_u, C, Z); (n_u, Z) for the Gumbel-softmax estimator
     gumbel: Optional[torch.Tensor] = None  # (n_u, C) Gumbel(0, 1) noise for that estimator
+    c_l: Optional[torch.Tensor] = None  # (n_l, D) the classifier's inputs when they differ from x_l (shifted)
+    c_u: Optional[torch.Tensor] = None  # (n_u, D) ... and from x_u
 
     @property
     def size(self) -> int:
@@ -77,11 +80,13 @@ class BatchSampler:
 
 
 def draw(sampler: BatchSampler, x_l, y_l, x_u, *, binarize: str, n_classes: int, z_dim: int,
-         n_samples: int = 1, estimator: str = "enumerate") -> Batch:
+         n_samples: int = 1, estimator: str = "enumerate", shift: int = 0) -> Batch:
     """The next global batch: indices, binarized pixels, then noise (labelled, unlabelled), in that order
     from the sampler's generator. Every process of a multi-process run draws the same batch. With
     n_samples K > 1 every example appears K times in a row, each copy with its own noise: the batch's mean
-    loss is then the mean over examples of their K-sample Monte-Carlo losses (`M2.loss(n_samples=K)`)."""
+    loss is then the mean over examples of their K-sample Monte-Carlo losses (`M2.loss(n_samples=K)`).
+    shift > 0: the classifier's inputs c_l and c_u are the binarized images, each translated by its own random
+    offset of up to `shift` pixels (`images.random_shift`), drawn last; the generative terms read x."""
     generator = sampler.generator
     idx_l, idx_u = sampler.next()
     if n_samples > 1:
@@ -93,6 +98,11 @@ def draw(sampler: BatchSampler, x_l, y_l, x_u, *, binarize: str, n_classes: int,
         eps_u = torch.randn(xb_u.shape[0], z_dim, dtype=xb_u.dtype, device=xb_u.device, generator=generator)
         uniform = torch.rand(xb_u.shape[0], n_classes, dtype=xb_u.dtype, device=xb_u.device, generator=generator)
         gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
-        return Batch(xb_l, y_l[idx_l], xb_u, eps_l, eps_u, gumbel)
-    eps_u = torch.randn(xb_u.shape[0], n_classes, z_dim, dtype=xb_u.dtype, device=xb_u.device, generator=generator)
-    return Batch(xb_l, y_l[idx_l], xb_u, eps_l, eps_u)
+    else:
+        eps_u = torch.randn(xb_u.shape[0], n_classes, z_dim, dtype=xb_u.dtype, device=xb_u.device,
+                            generator=generator)
+        gumbel = None
+    if shift > 0:
+        return Batch(xb_l, y_l[idx_l], xb_u, eps_l, eps_u, gumbel,
+                     random_shift(xb_l, shift, generator), random_shift(xb_u, shift, generator))
+    return Batch(xb_l, y_l[idx_l], xb_u, eps_l, eps_u, gumbel)

@@ -46,6 +46,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--classifier", default=None, choices=["mlp", "conv"],
         help="M2's classifier: an MLP or a small CNN (square images; encoder and decoder stay MLPs); for "
              "--model m1m2, mlp reads M1's features and conv the images; default: the dataset's")
+    add("--shift", type=int, default=None, metavar="PX",
+        help="translate each image the classifier reads in training by a random offset of up to PX pixels "
+             "(--model m1m2 --classifier conv; the generative terms read the images unshifted; 0: off)")
     for network in ("classifier", "encoder", "decoder"):
         add(f"--{network}-hidden", type=int, nargs="+", default=None, help=f"the {network}'s hidden layers")
     add("--z-dim", type=int, default=None)

@@ -99,6 +99,8 @@ def gradients(model, batch: Batch, alpha: float, procs: Processes, kl_weight: fl
     part = procs.shard(batch)
     if part.size:
         relaxed = {} if part.gumbel is None else dict(estimator="gumbel", gumbel=part.gumbel, temperature=temperature)
+        if part.c_l is not None:  # the classifier reads inputs of its own (shifted images)
+            relaxed["classifier_inputs"] = (part.c_l, part.c_u)
         with autocast(autocast_dtype, part.x_l.device.type):
             loss = model.loss(part.x_l, part.y_l, part.x_u, alpha=alpha, eps_l=part.eps_l, eps_u=part.eps_u,
                               reduction="sum", kl_weight=kl_weight, **relaxed) / batch.size

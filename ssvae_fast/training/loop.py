@@ -189,7 +189,7 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
         step += 1
         model.train()
         batch = batches.draw(sampler, x_l, y_l, x_u, binarize=cfg.binarize, n_classes=split.n_classes,
-                             z_dim=cfg.z_dim, n_samples=cfg.samples, estimator=cfg.estimator)
+                             z_dim=cfg.z_dim, n_samples=cfg.samples, estimator=cfg.estimator, shift=cfg.shift)
         loss = distributed.gradients(model, batch, cfg.alpha, procs, kl_weight=kl_weight(step, cfg.warmup),
                                      temperature=gumbel_temperature(step, cfg), autocast_dtype=autocast_dtype(cfg))
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
