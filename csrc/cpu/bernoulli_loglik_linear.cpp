@@ -128,21 +128,10 @@ inline void accumulate_scaled_row_f32(double* acc, const S* v, float g, int64_t 
 SSVAE_FAST_TARGET_CLONES
 void scale_row_inplace(float* y, float g, int64_t n) { scale_row_inplace_f32(y, g, n); }
 
-// bf16 rows of the scalings, staged (bfloat16.h).
-SSVAE_FAST_TARGET_CLONES
-void scale_row_inplace(bf16_t* y, float g, int64_t n) {
-  float buf[kStage];
-  for (int64_t j0 = 0; j0 < n; j0 += kStage) {
-    const int64_t m = std::min(kStage, n - j0);
-    load_row(y + j0, buf, m);
-    scale_row_inplace_f32(buf, g, m);
-    store_row(buf, y + j0, m);
-  }
-}
-
 SSVAE_FAST_TARGET_CLONES
 void scale_row(const float* v, float g, float* y, int64_t n) { scale_row_f32(v, g, y, n); }
 
+// bf16 rows of the scalings, staged (bfloat16.h); each chunk is read before it is written, so y may be v.
 SSVAE_FAST_TARGET_CLONES
 void scale_row(const bf16_t* v, float g, bf16_t* y, int64_t n) {
   float buf[kStage];
@@ -153,6 +142,9 @@ void scale_row(const bf16_t* v, float g, bf16_t* y, int64_t n) {
     store_row(buf, y + j0, m);
   }
 }
+
+SSVAE_FAST_TARGET_CLONES
+void scale_row_inplace(bf16_t* y, float g, int64_t n) { scale_row(y, g, y, n); }
 
 SSVAE_FAST_TARGET_CLONES
 void accumulate_scaled_row(double* acc, const float* v, float g, int64_t n) { accumulate_scaled_row_f32(acc, v, g, n); }
