@@ -9,7 +9,12 @@
 //
 // Numerics: softplus(v) = max(v, 0) + log1p(exp(-|v|)) exact for every finite v; float32 through
 // vec_math.h's polynomials (<= 2 ulp), float64 through libm; bfloat16 loaded into float32, computed as
-// float32 and rounded once on store (bfloat16.h). grad_a over C and grad_W_y over rows accumulate in double.
+// float32 and rounded once on store (bfloat16.h). grad_a over C and grad_W_y over rows accumulate in double
+// for float32 and float64. For bfloat16, whose outputs keep 8 significant bits, they accumulate in float32:
+// grad_a over the C classes of one example, grad_W_y over at most kFlushRows examples of a block before the
+// float partial is added into the block's double partial (<= 64 C terms a float sum: relative error about
+// 64 * 2^-24 = 4e-6 at worst, against bfloat16's half-ulp of 2^-9), so the accumulators are float vectors,
+// twice the lanes of double ones.
 //
 // Parallelism and determinism: rows (forward) or fixed blocks of rows (backward) per OpenMP iteration,
 // schedule(static). grad_W_y: block i sums its rows in order into its own (C, H) partial; the partials
@@ -31,6 +36,7 @@ namespace {
 
 constexpr int64_t kMaxBlocks = 16;    // grad_W_y partials: at most 16 (C, H) double buffers
 constexpr int64_t kRowsPerBlock = 32;  // ... and at least 32 rows per block
+constexpr int64_t kFlushRows = 64;     // bf16: examples a float grad_W_y partial sums before its flush
 
 int64_t reduction_blocks(int64_t N) { return std::max<int64_t>(1, std::min(kMaxBlocks, N / kRowsPerBlock)); }
 
@@ -82,25 +88,26 @@ inline float derivative_f32(float g, float a, float w, float out) {
 
 // One row of the per-row form: t = g * act'(.) -> dst[h] = t (grad_a's row; float for a staged bf16 row)
 // and acc_wy[h] += t.
-template <bool kFromOut, bool kRelu, typename S, typename O>
-inline void row_backward_f32(const S* g, const S* a, const S* w, const S* out, O* dst, double* acc_wy,
+template <bool kFromOut, bool kRelu, typename S, typename O, typename A>
+inline void row_backward_f32(const S* g, const S* a, const S* w, const S* out, O* dst, A* acc_wy,
                              int64_t H) {
   SSVAE_FAST_SIMD
   for (int64_t h = 0; h < H; ++h) {
     const float t = derivative_f32<kFromOut, kRelu>(load(g[h]), kFromOut ? 0.0f : load(a[h]),
                                                     kFromOut ? 0.0f : load(w[h]), kFromOut ? load(out[h]) : 0.0f);
     store(dst[h], t);
-    acc_wy[h] += double(t);
+    acc_wy[h] += A(t);
   }
 }
 
-// One (n, c) row of the every-class form: t = g * act'(.) -> acc_a[h] += t and acc_wy[h] += t.
-template <bool kFromOut, bool kRelu, typename S>
-inline void class_row_backward_f32(const S* g, const S* a, const S* w, const S* out, double* acc_a,
-                                   double* acc_wy, int64_t H) {
+// One (n, c) row of the every-class form: t = g * act'(.) -> acc_a[h] += t and acc_wy[h] += t
+// (accumulators A: double, or float for bf16).
+template <bool kFromOut, bool kRelu, typename S, typename A>
+inline void class_row_backward_f32(const S* g, const S* a, const S* w, const S* out, A* acc_a, A* acc_wy,
+                                   int64_t H) {
   SSVAE_FAST_SIMD
   for (int64_t h = 0; h < H; ++h) {
-    const double t = double(derivative_f32<kFromOut, kRelu>(load(g[h]), kFromOut ? 0.0f : load(a[h]),
+    const A t = A(derivative_f32<kFromOut, kRelu>(load(g[h]), kFromOut ? 0.0f : load(a[h]),
                                                             kFromOut ? 0.0f : load(w[h]),
                                                             kFromOut ? load(out[h]) : 0.0f));
     acc_a[h] += t;
@@ -108,17 +115,17 @@ inline void class_row_backward_f32(const S* g, const S* a, const S* w, const S* 
   }
 }
 
-template <typename S, typename O>
-inline void row_backward_dispatch(const S* g, const S* a, const S* w, const S* out, O* dst, double* acc_wy,
+template <typename S, typename O, typename A>
+inline void row_backward_dispatch(const S* g, const S* a, const S* w, const S* out, O* dst, A* acc_wy,
                                   int64_t H, int activation) {
   dispatch_flags(out != nullptr, activation == static_cast<int>(Activation::kRelu), [&](auto from_out, auto relu) {
     row_backward_f32<decltype(from_out)::value, decltype(relu)::value>(g, a, w, out, dst, acc_wy, H);
   });
 }
 
-template <typename S>
-inline void class_row_backward_dispatch(const S* g, const S* a, const S* w, const S* out, double* acc_a,
-                                        double* acc_wy, int64_t H, int activation) {
+template <typename S, typename A>
+inline void class_row_backward_dispatch(const S* g, const S* a, const S* w, const S* out, A* acc_a, A* acc_wy,
+                                        int64_t H, int activation) {
   dispatch_flags(out != nullptr, activation == static_cast<int>(Activation::kRelu), [&](auto from_out, auto relu) {
     class_row_backward_f32<decltype(from_out)::value, decltype(relu)::value>(g, a, w, out, acc_a, acc_wy, H);
   });
@@ -156,7 +163,7 @@ struct StagedRows {
 
 SSVAE_FAST_TARGET_CLONES
 void row_backward(const bf16_t* g, const bf16_t* a, const bf16_t* w, const bf16_t* out, bf16_t* dst,
-                  double* acc_wy, int64_t H, int activation) {
+                  float* acc_wy, int64_t H, int activation) {
   StagedRows in;
   float buf[kStage];
   for (int64_t h0 = 0; h0 < H; h0 += kStage) {
@@ -174,8 +181,8 @@ void class_row_backward(const float* g, const float* a, const float* w, const fl
 }
 
 SSVAE_FAST_TARGET_CLONES
-void class_row_backward(const bf16_t* g, const bf16_t* a, const bf16_t* w, const bf16_t* out, double* acc_a,
-                        double* acc_wy, int64_t H, int activation) {
+void class_row_backward(const bf16_t* g, const bf16_t* a, const bf16_t* w, const bf16_t* out, float* acc_a,
+                        float* acc_wy, int64_t H, int activation) {
   StagedRows in;
   for (int64_t h0 = 0; h0 < H; h0 += kStage) {
     const int64_t n = std::min(kStage, H - h0);
@@ -257,16 +264,35 @@ void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, con
   const int64_t rows = n_l + (N - n_l) * C;
   const int64_t blocks = reduction_blocks(N);
   const int act = static_cast<int>(activation);
+  // The accumulators' type: double, or float for bf16 (grad_W_y's float partial flushed into the block's
+  // double partial every kFlushRows examples).
+  constexpr bool kFloatAcc = std::is_same_v<scalar_t, bf16_t>;
+  using acc_t = std::conditional_t<kFloatAcc, float, double>;
   // Block i's (C, H) partial of grad_wy; always accumulated (when grad_wy is not wanted the partials are
   // simply not reduced: one code path, and grad_wy is wanted in every training step).
   std::vector<double> partial(static_cast<size_t>(blocks * C * H), 0.0);
   parallel_for(blocks, rows * H, [&](int64_t i) {
-    double* acc_wy = partial.data() + i * C * H;
+    double* block_wy = partial.data() + i * C * H;
+    std::vector<float> float_wy(kFloatAcc ? static_cast<size_t>(C * H) : 0, 0.0f);
+    acc_t* acc_wy;
+    if constexpr (kFloatAcc) {
+      acc_wy = float_wy.data();
+    } else {
+      acc_wy = block_wy;
+    }
+    const auto flush = [&] {
+      if constexpr (kFloatAcc) {
+        for (int64_t k = 0; k < C * H; ++k) block_wy[k] += double(float_wy[k]);
+        std::fill(float_wy.begin(), float_wy.end(), 0.0f);
+      }
+    };
     std::vector<scalar_t> scratch(grad_a == nullptr && n_l > 0 ? static_cast<size_t>(H) : 0);
-    std::vector<double> acc_a(N > n_l ? static_cast<size_t>(H) : 0);
-    for (int64_t n = block_begin(N, blocks, i); n < block_begin(N, blocks, i + 1); ++n) {
+    std::vector<acc_t> acc_a(N > n_l ? static_cast<size_t>(H) : 0);
+    const int64_t begin = block_begin(N, blocks, i), end = block_begin(N, blocks, i + 1);
+    for (int64_t n = begin; n < end; ++n) {
+      if (n > begin && (n - begin) % kFlushRows == 0) flush();
       if (n >= n_l) {  // every class: output rows n_l + (n - n_l) * C + c
-        std::fill(acc_a.begin(), acc_a.end(), 0.0);
+        std::fill(acc_a.begin(), acc_a.end(), acc_t(0));
         for (int64_t c = 0; c < C; ++c) {
           const int64_t offset = (n_l + (n - n_l) * C + c) * H;
           if (out != nullptr) {
@@ -290,6 +316,7 @@ void class_conditional_backward(const scalar_t* grad_out, const scalar_t* a, con
         }
       }
     }
+    flush();
   });
   if (grad_wy != nullptr) {
     for (int64_t c = 0; c < C; ++c) {

@@ -28,12 +28,16 @@
 #include <omp.h>
 #endif
 
-// GCC on x86-64 Linux: clone the hot row functions for AVX-512, AVX2 and baseline SSE2, picked at load
-// time, with every call inside them inlined (flatten), so that the helpers and row templates they use
-// are compiled for each clone's instruction set. Only plain (non-template) functions are cloned; OpenMP
-// regions stay in the callers.
+// GCC on x86-64 Linux: clone the hot row functions for x86-64-v4 (AVX-512 F, BW, DQ, VL: every AVX-512
+// server CPU since Skylake-SP and Zen 4), AVX-512F alone, AVX2 and baseline SSE2, picked at load time,
+// with every call inside them inlined (flatten), so that the helpers and row templates they use are
+// compiled for each clone's instruction set. BW and VL matter for bfloat16: with them a row's 16-bit
+// loads and stores are masked, lane-wise operations (the store's NaN select is one compare into a mask
+// register), at twice the elements an instruction of the AVX-512F-only clone, which has no 16-bit lanes.
+// Only plain (non-template) functions are cloned; OpenMP regions stay in the callers.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SSVAE_FAST_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
+#define SSVAE_FAST_TARGET_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "avx512f", "avx2", "default"), flatten))
 #else
 #define SSVAE_FAST_TARGET_CLONES
 #endif

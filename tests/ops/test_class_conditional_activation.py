@@ -235,9 +235,10 @@ def test_torch_library_opcheck(backend):
 @pytest.mark.parametrize("backend,dtype", half_precision_params("cpu", *GPU_BACKENDS))
 def test_half_precision_matches_torch(backend, dtype, activation):
     """bf16/fp16 inputs, fp32 compute, outputs in the input dtype, under the tolerance rule (on the cpu also
-    past the kernels' serial threshold, and with rows of three chunks of their 256-element bf16 stage)."""
+    past the kernels' serial threshold, with rows of three chunks of their 256-element bf16 stage, and with
+    blocks of more than 64 examples, whose float grad_W_y partials are flushed into double on the way)."""
     device = device_of(backend)
-    for N, H in [(13, 40)] + ([(70, 129), (9, 600)] if backend == "cpu" else []):
+    for N, H in [(13, 40)] + ([(70, 129), (9, 600), (1100, 24)] if backend == "cpu" else []):
         a64, w64 = rand(N, H, seed=40), rand(H, 16, seed=41)
         classes = _classes(N, 5, 42, device)
         for cls in (None, classes, classes[: N // 2]):
