@@ -6,11 +6,15 @@
 //
 // Numerics: float32 exp through vec_math.h's exp_f32 (<= 1 ulp, gradual underflow, inf past 88.72 as
 // torch), float64 through libm; bfloat16 loaded into float32, z and the gradients rounded once on store,
-// kl kept in float32. The KL row sum accumulates in double (each term in double).
+// kl kept in float32; a bf16 row is staged (bfloat16.h: its chunks widened to float buffers, the float32 row
+// loop run on them, the outputs rounded from float buffers), the same values at the float32 loop's speed. The KL row sum accumulates in double (each term in double).
 // Parallelism: rows per OpenMP iteration, schedule(static); serial below kParallelGrainElements.
 
 #include "gaussian_reparam_kl.h"
 
+#include <algorithm>
+
+#include "bfloat16.h"
 #include "vec_math.h"
 
 namespace ssvae_fast {
@@ -70,9 +74,24 @@ double forward_row(const float* mu, const float* logvar, const float* eps, float
   return forward_row_f32(mu, logvar, eps, z, Z);
 }
 
+// The float rows of a bf16 row chunk (bfloat16.h's staging).
+struct StagedChunk {
+  float mu[kStage], logvar[kStage], eps[kStage], gz[kStage], out[3][kStage];
+};
+
 SSVAE_FAST_TARGET_CLONES
 double forward_row(const bf16_t* mu, const bf16_t* logvar, const bf16_t* eps, bf16_t* z, int64_t Z) {
-  return forward_row_f32(mu, logvar, eps, z, Z);
+  StagedChunk c;
+  double kl = 0.0;
+  for (int64_t k0 = 0; k0 < Z; k0 += kStage) {
+    const int64_t n = std::min(kStage, Z - k0);
+    load_row(mu + k0, c.mu, n);
+    load_row(logvar + k0, c.logvar, n);
+    load_row(eps + k0, c.eps, n);
+    kl += forward_row_f32(c.mu, c.logvar, c.eps, c.out[0], n);
+    store_row(c.out[0], z + k0, n);
+  }
+  return kl;
 }
 
 SSVAE_FAST_TARGET_CLONES
@@ -84,7 +103,22 @@ void backward_row(const float* mu, const float* logvar, const float* eps, const 
 SSVAE_FAST_TARGET_CLONES
 void backward_row(const bf16_t* mu, const bf16_t* logvar, const bf16_t* eps, const bf16_t* gz, float gk,
                   bf16_t* dmu, bf16_t* dlogvar, bf16_t* deps, int64_t Z) {
-  backward_row_dispatch(mu, logvar, eps, gz, gk, dmu, dlogvar, deps, Z);
+  StagedChunk c;
+  for (int64_t k0 = 0; k0 < Z; k0 += kStage) {
+    const int64_t n = std::min(kStage, Z - k0);
+    load_row(mu + k0, c.mu, n);
+    load_row(logvar + k0, c.logvar, n);
+    load_row(eps + k0, c.eps, n);
+    if (gz != nullptr) load_row(gz + k0, c.gz, n);
+    backward_row_dispatch<float>(c.mu, c.logvar, c.eps, gz != nullptr ? c.gz : nullptr, gk,
+                                 dmu != nullptr ? c.out[0] : nullptr, dmu != nullptr ? c.out[1] : nullptr,
+                                 deps != nullptr ? c.out[2] : nullptr, n);
+    if (dmu != nullptr) {
+      store_row(c.out[0], dmu + k0, n);
+      store_row(c.out[1], dlogvar + k0, n);
+    }
+    if (deps != nullptr) store_row(c.out[2], deps + k0, n);
+  }
 }
 
 // ---- float64 ---------------------------------------------------------------------------------------

@@ -115,9 +115,9 @@ def test_torch_library_opcheck(backend):
 @pytest.mark.parametrize("backend,dtype", half_precision_params("cpu", *GPU_BACKENDS))
 def test_half_precision_matches_torch(backend, dtype):
     """bf16/fp16 inputs, fp32 compute, outputs in the input dtype, under the tolerance rule (on the cpu also
-    past the kernels' serial threshold)."""
+    past the kernels' serial threshold, and with rows of two chunks of the 256-element bf16 stage)."""
     device = device_of(backend)
-    for R, Z in [(37, 5)] + ([(700, 50)] if backend == "cpu" else []):
+    for R, Z in [(37, 5)] + ([(700, 50), (9, 300)] if backend == "cpu" else []):
         head64, eps64 = rand(R, 2 * Z, seed=43), rand(R, Z, seed=44)
         check_op_against_torch(_op(backend), torch_face,
                                lambda dt: {"head": leaf(head64, dt, device), "eps": leaf(eps64, dt, device)},
