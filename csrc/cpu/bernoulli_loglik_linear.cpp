@@ -22,6 +22,7 @@
 #include "bernoulli_loglik_linear.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "vec_math.h"
@@ -82,17 +83,18 @@ double epilogue_row(const float* l, const float* b, const float* x, float* s, in
   return epilogue_row_f32(l, b, x, s, D);
 }
 
-// bf16: each product block's l, b and x widened to float buffers, the float32 block loop run on them and s
+// bf16: each product block's l and x widened to float buffers, the float32 block loop run on them and s
 // rounded from a float buffer (bfloat16.h's staging): the same blocks and values as a float row would give.
+// The bias b comes widened already (once per call: every row shares it).
 SSVAE_FAST_TARGET_CLONES
-double epilogue_row(const bf16_t* l, const bf16_t* b, const bf16_t* x, bf16_t* s, int64_t D) {
-  float l_f[kProductBlock], b_f[kProductBlock], x_f[kProductBlock], s_f[kProductBlock];
+double epilogue_row(const bf16_t* l, const float* b, const bf16_t* x, bf16_t* s, int64_t D) {
+  float l_f[kProductBlock], x_f[kProductBlock], s_f[kProductBlock];
   double acc = 0.0, log_sum = 0.0;
   for (int64_t d0 = 0; d0 < D; d0 += kProductBlock) {
     const int64_t n = std::min(D - d0, kProductBlock);
     load_row(l + d0, l_f, n);
-    if (b != nullptr) load_row(b + d0, b_f, n);
     load_row(x + d0, x_f, n);
+    const float* b_f = b != nullptr ? b + d0 : nullptr;
     double prod = 1.0;
     dispatch_flags(s != nullptr, b != nullptr, [&](auto store_s, auto bias) {
       prod = epilogue_block<decltype(store_s)::value, decltype(bias)::value>(l_f, b_f, x_f, s_f, 0, n, acc);
@@ -189,10 +191,24 @@ template <typename scalar_t>
 void bernoulli_linear_epilogue(const scalar_t* logits, const scalar_t* bias, const scalar_t* x,
                                compute_t<scalar_t>* ll, scalar_t* s, int64_t row0, int64_t rows, int64_t n_l,
                                int64_t C, int64_t D) {
+  // bf16: the bias widened to float once per call, not once per row.
+  std::vector<float> wide;
+  if constexpr (std::is_same_v<scalar_t, bf16_t>) {
+    if (bias != nullptr) {
+      wide.resize(static_cast<size_t>(D));
+      load_row(bias, wide.data(), D);
+    }
+  }
   parallel_for(rows, rows * D, [&](int64_t r) {
     const int64_t row = row0 + r;
     const scalar_t* xr = x + (row < n_l ? row : n_l + (row - n_l) / C) * D;
-    ll[r] = compute_t<scalar_t>(epilogue_row(logits + r * D, bias, xr, s != nullptr ? s + r * D : nullptr, D));
+    scalar_t* sr = s != nullptr ? s + r * D : nullptr;
+    if constexpr (std::is_same_v<scalar_t, bf16_t>) {
+      const float* b = bias != nullptr ? wide.data() : nullptr;
+      ll[r] = static_cast<float>(epilogue_row(logits + r * D, b, xr, sr, D));
+    } else {
+      ll[r] = compute_t<scalar_t>(epilogue_row(logits + r * D, bias, xr, sr, D));
+    }
   });
 }
 

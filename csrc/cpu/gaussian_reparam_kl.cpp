@@ -7,7 +7,8 @@
 // Numerics: float32 exp through vec_math.h's exp_f32 (<= 1 ulp, gradual underflow, inf past 88.72 as
 // torch), float64 through libm; bfloat16 loaded into float32, z and the gradients rounded once on store,
 // kl kept in float32; a bf16 row is staged (bfloat16.h: its chunks widened to float buffers, the float32 row
-// loop run on them, the outputs rounded from float buffers), the same values at the float32 loop's speed. The KL row sum accumulates in double (each term in double).
+// loop run on them, the outputs rounded from float buffers), the same values at the float32 loop's speed.
+// The KL row sum accumulates in double (each term in double).
 // Parallelism: rows per OpenMP iteration, schedule(static); serial below kParallelGrainElements.
 
 #include "gaussian_reparam_kl.h"
