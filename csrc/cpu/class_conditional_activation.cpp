@@ -108,8 +108,7 @@ inline void class_row_backward_f32(const S* g, const S* a, const S* w, const S* 
   SSVAE_FAST_SIMD
   for (int64_t h = 0; h < H; ++h) {
     const A t = A(derivative_f32<kFromOut, kRelu>(load(g[h]), kFromOut ? 0.0f : load(a[h]),
-                                                            kFromOut ? 0.0f : load(w[h]),
-                                                            kFromOut ? load(out[h]) : 0.0f));
+                                                  kFromOut ? 0.0f : load(w[h]), kFromOut ? load(out[h]) : 0.0f));
     acc_a[h] += t;
     acc_wy[h] += t;
   }
