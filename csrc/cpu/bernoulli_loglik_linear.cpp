@@ -22,7 +22,6 @@
 #include "bernoulli_loglik_linear.h"
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include "vec_math.h"
@@ -191,24 +190,11 @@ template <typename scalar_t>
 void bernoulli_linear_epilogue(const scalar_t* logits, const scalar_t* bias, const scalar_t* x,
                                compute_t<scalar_t>* ll, scalar_t* s, int64_t row0, int64_t rows, int64_t n_l,
                                int64_t C, int64_t D) {
-  // bf16: the bias widened to float once per call, not once per row.
-  std::vector<float> wide;
-  if constexpr (std::is_same_v<scalar_t, bf16_t>) {
-    if (bias != nullptr) {
-      wide.resize(static_cast<size_t>(D));
-      load_row(bias, wide.data(), D);
-    }
-  }
+  const WidenedOnce<scalar_t> b(bias, D);  // bf16: the bias widened once, not once per row
   parallel_for(rows, rows * D, [&](int64_t r) {
     const int64_t row = row0 + r;
     const scalar_t* xr = x + (row < n_l ? row : n_l + (row - n_l) / C) * D;
-    scalar_t* sr = s != nullptr ? s + r * D : nullptr;
-    if constexpr (std::is_same_v<scalar_t, bf16_t>) {
-      const float* b = bias != nullptr ? wide.data() : nullptr;
-      ll[r] = static_cast<float>(epilogue_row(logits + r * D, b, xr, sr, D));
-    } else {
-      ll[r] = compute_t<scalar_t>(epilogue_row(logits + r * D, bias, xr, sr, D));
-    }
+    ll[r] = compute_t<scalar_t>(epilogue_row(logits + r * D, b.data(), xr, s != nullptr ? s + r * D : nullptr, D));
   });
 }
 

@@ -16,6 +16,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 namespace ssvae_fast {
 namespace cpu {
@@ -88,6 +90,33 @@ inline void store_row(const float* src, bf16_t* dst, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
 }
+
+// An array every row of a kernel reads (a bias, W_y's class rows) in the kernel's compute type, widened once
+// per call rather than once per row: for bf16_t a float copy of src[0, n), for float and double src itself;
+// data() is nullptr when src is.
+template <typename T>
+class WidenedOnce {
+ public:
+  WidenedOnce(const T* src, int64_t n) : src_(src) {
+    if constexpr (std::is_same_v<T, bf16_t>) {
+      if (src != nullptr) {
+        wide_.resize(static_cast<size_t>(n));
+        load_row(src, wide_.data(), n);
+      }
+    }
+  }
+  const compute_t<T>* data() const {
+    if constexpr (std::is_same_v<T, bf16_t>) {
+      return src_ != nullptr ? wide_.data() : nullptr;
+    } else {
+      return src_;
+    }
+  }
+
+ private:
+  const T* src_;
+  std::vector<float> wide_;
+};
 
 }  // namespace cpu
 }  // namespace ssvae_fast

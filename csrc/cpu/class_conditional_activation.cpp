@@ -234,20 +234,11 @@ void class_conditional_forward(const scalar_t* a, const scalar_t* wy_t, const in
                                Activation activation) {
   const int64_t rows = n_l + (N - n_l) * C;
   const int act = static_cast<int>(activation);
-  // bf16: W_y's class rows are widened to float once per call, not once per output row.
-  std::vector<float> wide;
-  if constexpr (std::is_same_v<scalar_t, bf16_t>) {
-    wide.resize(static_cast<size_t>(C * H));
-    load_row(wy_t, wide.data(), C * H);
-  }
+  const WidenedOnce<scalar_t> w(wy_t, C * H);  // bf16: W_y's class rows widened once, not once per row
   parallel_for(rows, rows * H, [&](int64_t r) {
     const int64_t n = r < n_l ? r : n_l + (r - n_l) / C;
     const int64_t c = r < n_l ? classes[r] : (r - n_l) % C;
-    if constexpr (std::is_same_v<scalar_t, bf16_t>) {
-      activation_row(a + n * H, wide.data() + c * H, out + r * H, H, act);
-    } else {
-      activation_row(a + n * H, wy_t + c * H, out + r * H, H, act);
-    }
+    activation_row(a + n * H, w.data() + c * H, out + r * H, H, act);
   });
 }
 

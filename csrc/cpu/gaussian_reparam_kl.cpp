@@ -109,7 +109,7 @@ void backward_row(const bf16_t* mu, const bf16_t* logvar, const bf16_t* eps, con
     const int64_t n = std::min(kStage, Z - k0);
     load_row(mu + k0, c.mu, n);
     load_row(logvar + k0, c.logvar, n);
-    load_row(eps + k0, c.eps, n);
+    if (dmu != nullptr) load_row(eps + k0, c.eps, n);  // read by dlogvar alone
     if (gz != nullptr) load_row(gz + k0, c.gz, n);
     backward_row_dispatch<float>(c.mu, c.logvar, c.eps, gz != nullptr ? c.gz : nullptr, gk,
                                  dmu != nullptr ? c.out[0] : nullptr, dmu != nullptr ? c.out[1] : nullptr,
