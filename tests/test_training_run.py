@@ -247,3 +247,57 @@ def test_a_non_finite_loss_stops_the_run_naming_step_and_term(tmp_path, monkeypa
     last = checkpoint.load(tmp_path / "last.pt")  # the last good checkpoint, intact
     assert last["step"] == 6 and all(torch.isfinite(t).all() for t in last["model"].values())
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [3, 6]
+
+
+def test_ema_is_the_moving_average_it_evaluates_and_keeps(tmp_path, monkeypatch):
+    """--ema: after every optimizer step the average moves toward the weights by 1 - decay(step), computed
+    here independently from the recorded weights; validation scores the average, best.pt / model_from
+    and the result's model hold it, and a resumed run ends bit-identical to an uninterrupted one."""
+    from ssvae_fast.training.config import ema_decay
+
+    assert ema_decay(1, 0.999) == 2 / 11 and ema_decay(10**6, 0.999) == 0.999
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def recording_step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        seen.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    cfg = TrainConfig(**SMALL, steps=12, eval_every=4, ema=0.9)
+    result = train(cfg, out=str(tmp_path / "whole"))
+    average = [w.clone() for w in seen[0]]
+    for step, weights in enumerate(seen[1:], start=2):
+        d = min(0.9, (1 + step) / (10 + step))
+        average = [d * a + (1 - d) * w for a, w in zip(average, weights)]
+    ck = checkpoint.load(os.path.join(tmp_path / "whole", "last.pt"))
+    trained = [n for n, p in result.model.named_parameters() if p.requires_grad]
+    for name, expected, raw in zip(trained, average, seen[-1]):
+        assert torch.allclose(ck["ema"][name], expected, rtol=1e-5, atol=1e-6), name
+        assert torch.equal(ck["model"][name], raw), name  # the trained weights are kept beside it
+        assert not torch.equal(ck["ema"][name], raw), name
+    best = checkpoint.load(os.path.join(tmp_path / "whole", "best.pt"))
+    model = checkpoint.model_from(best)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, best["ema"][name]), name
+        assert torch.equal(result.model.state_dict()[name], tensor), name  # the selected average
+    step_of_best = [row["step"] for row in result.history].index(result.selected_step)
+    assert result.history[step_of_best]["val_accuracy"] == result.val_accuracy
+
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    whole = train(cfg, out=str(tmp_path / "again"))
+    train(cfg, out=str(tmp_path / "split"), stop_after=8)
+    rest = resume(str(tmp_path / "split"))
+    a, b = _state(tmp_path / "again"), _state(tmp_path / "split")
+    for name, tensor in a["ema"].items():
+        assert torch.equal(tensor, b["ema"][name]), name
+    assert rest.test_accuracy == whole.test_accuracy and rest.val_accuracy == whole.val_accuracy
+
+
+def test_ema_off_keeps_no_average_and_bad_decays_are_refused(tmp_path):
+    train(TrainConfig(**SMALL, steps=4, eval_every=4), out=str(tmp_path / "run"))
+    assert _state(tmp_path / "run")["ema"] is None
+    for bad in (1.0, -0.1, 1.5):
+        with pytest.raises(Exception, match="--ema must be in"):
+            TrainConfig(**SMALL, ema=bad).with_defaults()

@@ -4,7 +4,8 @@ A checkpoint is a dict of tensors and plain values: `format`, `config` (the reso
 `model_config` (M2's constructor arguments; for M1+M2 those of M1 and M2), `model`, `optimizer` and `scheduler` state dicts, `rng` (the
 torch CPU state, the CUDA states when CUDA is in use, the data generator's state, all uint8 tensors),
 `sampler` (where the batch sampler stands), `step`, `best` (step and validation accuracy of the best
-evaluation so far) and `wall_s` (training time so far).
+evaluation so far), `wall_s` (training time so far) and, for a run with `--ema`, `ema` (the moving average
+of the weights: the model that is evaluated, selected and loaded by `model_from`).
 """
 
 from __future__ import annotations
@@ -80,8 +81,14 @@ def model_from(checkpoint: dict, *, backend: Optional[str] = None, device="cpu")
     backend = backend or checkpoint["config"]["backend"]
     config = checkpoint["model_config"]
     model = M1M2.from_config(config, backend=backend) if "m1" in config else M2(**config, backend=backend)
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(evaluated_state(checkpoint))
     return model.to(device)
+
+
+def evaluated_state(checkpoint: dict) -> dict:
+    """The weights a checkpoint's evaluations scored: the moving average of a run with `--ema`, the
+    trained weights otherwise."""
+    return checkpoint["ema"] if checkpoint.get("ema") is not None else checkpoint["model"]
 
 
 def rng_states(generator: torch.Generator) -> dict:
@@ -102,9 +109,10 @@ def restore_rng_states(states: dict, generator: torch.Generator) -> None:
 
 
 def snapshot(*, config: dict, model, optimizer, scheduler, sampler, generator, step: int, best: dict,
-             wall_s: float) -> dict:
-    """The checkpoint dict of a run at `step` (tensors are the live ones: save it before training on)."""
-    return {
+             wall_s: float, ema=None) -> dict:
+    """The checkpoint dict of a run at `step` (tensors are the live ones: save it before training on);
+    `ema`: the moving-average model of a run with `--ema`."""
+    return {"ema": None if ema is None else ema.state_dict(),
         "format": FORMAT, "config": config, "model_config": model.config, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "rng": rng_states(generator), "sampler": sampler.state_dict(), "step": int(step),

@@ -42,6 +42,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--lr-final", type=float, default=None, help="the cosine / exp schedule's last learning rate (default lr/100)")
     add("--alpha", type=float, default=None, help="weight of -log q(y|x); default 0.1 * N_total / N_labelled")
     add("--clip-grad", type=float, default=None, metavar="NORM", help="gradient-norm clipping (0: off)")
+    add("--ema", type=float, default=None, metavar="DECAY",
+        help="evaluate, select and keep an exponential moving average of the weights, decay per step "
+             "(e.g. 0.999; 0: off, the default)")
     add("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes (every network)")
     add("--classifier", default=None, choices=["mlp", "conv"],
         help="M2's classifier: an MLP or a small CNN (square images; encoder and decoder stay MLPs); for "

@@ -20,7 +20,7 @@ DATASET_DEFAULTS = {
     "digits": dict(
         steps=3000, epochs=None, eval_every=None, val_size=200, hidden=(256,), z_dim=16, activation="relu",
         batch_size=64, labelled_batch_size=None, lr=3e-3, lr_schedule="constant", lr_final=None, alpha=None,
-        clip_grad=0.0, binarize="none", classifier="mlp", shift=0,
+        clip_grad=0.0, binarize="none", classifier="mlp", shift=0, ema=0.0,
         m1_steps=3000, m1_hidden=(256,), m1_z_dim=16, m1_lr=1e-3, m1_batch_size=64, m1_warmup=0,
     ),
     # The best MNIST (t10k protocol) setting on validation so far: 100 + 100 examples a step, alpha 200,
@@ -29,7 +29,7 @@ DATASET_DEFAULTS = {
     "mnist": dict(
         steps=15000, epochs=None, eval_every=None, val_size=1000, hidden=(500,), z_dim=50, activation="softplus",
         batch_size=100, labelled_batch_size=None, lr=1e-3, lr_schedule="cosine", lr_final=None, alpha=200.0,
-        clip_grad=5.0, binarize="dynamic", classifier="conv", shift=0,
+        clip_grad=5.0, binarize="dynamic", classifier="conv", shift=0, ema=0.0,
         m1_steps=10000, m1_hidden=(600, 600), m1_z_dim=50, m1_lr=1e-3, m1_batch_size=100, m1_warmup=0,
     ),
 }
@@ -78,6 +78,7 @@ class TrainConfig:
     lr_final: Optional[float] = None
     alpha: Optional[float] = None
     clip_grad: Optional[float] = None
+    ema: Optional[float] = None  # decay of the weights' moving average that is evaluated and kept (0: off)
     hidden: Optional[tuple] = None
     classifier: Optional[str] = None  # "mlp", or "conv" (a convolutional classifier, square images)
     classifier_hidden: Optional[tuple] = None  # per-network overrides of `hidden`
@@ -230,6 +231,8 @@ def _check(cfg: TrainConfig) -> None:
         raise data.DatasetError(f"--alpha must be non-negative, got {cfg.alpha}")
     if cfg.clip_grad is not None and not cfg.clip_grad >= 0:
         raise data.DatasetError(f"--clip-grad must be non-negative (0 = off), got {cfg.clip_grad}")
+    if cfg.ema is not None and not 0 <= cfg.ema < 1:
+        raise data.DatasetError(f"--ema must be in [0, 1) (0 = off), got {cfg.ema}")
     if cfg.lr_schedule is not None and cfg.lr_schedule not in LR_SCHEDULES:
         raise data.DatasetError(f"unknown --lr-schedule {cfg.lr_schedule!r}; choose one of {LR_SCHEDULES}")
     if cfg.binarize is not None and cfg.binarize not in data.BINARIZE_MODES:
@@ -254,6 +257,12 @@ def kl_weight(step: int, warmup: int) -> float:
     """The KL weight at optimizer step `step` (1-based) of a KL warm-up over `warmup` steps: step / warmup
     up to 1 (deterministic, so a resumed run continues the same schedule); 1 without warm-up."""
     return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
+
+def ema_decay(step: int, decay: float) -> float:
+    """The moving average's decay after optimizer step `step` (1-based): `decay`, held lower early on,
+    (1 + step) / (10 + step), so the average does not keep the initial weights for ~1 / (1 - decay) steps."""
+    return min(decay, (1.0 + step) / (10.0 + step))
 
 
 def gumbel_temperature(step: int, cfg: TrainConfig) -> float:

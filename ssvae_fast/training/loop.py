@@ -9,6 +9,7 @@ once on the test set.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -24,7 +25,8 @@ from ..stacked import M1M2
 from . import batches, checkpoint, distributed
 from .baseline import BaselineResult, train_baseline
 from .checkpoint import BEST, LAST, TrainingError
-from .config import TrainConfig, autocast_dtype, gumbel_temperature, kl_weight, optimizer_and_schedule, resolve
+from .config import (TrainConfig, autocast_dtype, ema_decay, gumbel_temperature, kl_weight, optimizer_and_schedule,
+                     resolve)
 from .evaluate import TERMS, evaluate_set, term_sums
 from .m1_stage import M1Result, build_m1, test_bounds, train_m1
 from .progress import progress_bar
@@ -165,15 +167,19 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
 
     step, wall_before, best = 0, 0.0, {"step": 0, "val_accuracy": None}
     best_state, history = None, []
+    # --ema: a copy of the model holds the weights' moving average; it is what is evaluated and kept
+    ema = None if not cfg.ema else copy.deepcopy(model).requires_grad_(False)
     if start is not None:
         model.load_state_dict(start["model"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint.evaluated_state(start))
         optimizer.load_state_dict(start["optimizer"])
         scheduler.load_state_dict(start["scheduler"])
         sampler.load_state_dict(start["sampler"])
         checkpoint.restore_rng_states(start["rng"], generator)
         step, wall_before, best = start["step"], start["wall_s"], dict(start["best"])
         if best["val_accuracy"] is not None and procs.is_main:
-            best_state = checkpoint.load(os.path.join(out, BEST), map_location=device)["model"]
+            best_state = checkpoint.evaluated_state(checkpoint.load(os.path.join(out, BEST), map_location=device))
         if procs.is_main:
             history = _read_metrics(out, up_to=step)
     procs.broadcast_(list(model.state_dict().values()))
@@ -183,6 +189,10 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
         _write_metrics(metrics_path, history)
     progress = progress_bar(cfg.steps, step, cfg.progress and procs.is_main)
     params = [p for p in model.parameters() if p.requires_grad]
+    if ema is not None:
+        ema_params = [e for e, p in zip(ema.parameters(), model.parameters()) if p.requires_grad]
+        ema_buffers, buffers = list(ema.buffers()), list(model.buffers())
+    evaluated = model if ema is None else ema
     t0, running, n_running = time.perf_counter(), 0.0, 0
     finished = True
     while step < cfg.steps:
@@ -203,25 +213,30 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
                 p.grad.mul_(scale)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay(step, cfg.ema))
+                if buffers:
+                    torch._foreach_copy_(ema_buffers, buffers)
         running, n_running = running + loss_value, n_running + 1
         progress.update(1)
         if step % cfg.eval_every and step != cfg.steps:
             continue
         wall = wall_before + time.perf_counter() - t0
         if procs.is_main:
-            model.eval()
-            row = _evaluation_row(model, x_val, y_val, step, optimizer, wall, running / n_running)
+            evaluated.eval()
+            row = _evaluation_row(evaluated, x_val, y_val, step, optimizer, wall, running / n_running)
             history.append(row)
             improved = row["val_accuracy"] is not None and (
                 best["val_accuracy"] is None or row["val_accuracy"] > best["val_accuracy"])
             if improved:
                 best = {"step": step, "val_accuracy": row["val_accuracy"]}
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
             if out is not None:
                 _append_metrics(metrics_path, row)
                 state = checkpoint.snapshot(
                     config=cfg.to_dict(), model=model, optimizer=optimizer, scheduler=scheduler, sampler=sampler,
-                    generator=generator, step=step, best=best, wall_s=wall)
+                    generator=generator, step=step, best=best, wall_s=wall, ema=ema)
                 checkpoint.atomic_save(state, os.path.join(out, LAST))
                 if improved:
                     checkpoint.atomic_save(state, os.path.join(out, BEST))
@@ -239,6 +254,8 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
     if procs.is_main and finished:
         if best_state is not None:
             model.load_state_dict(best_state)
+        elif ema is not None:  # no validation split: the last moving average
+            model.load_state_dict(ema.state_dict())
         model.eval()
         if cfg.test:
             result.test = evaluate_set(model, to(split.x_test), to(split.y_test))
