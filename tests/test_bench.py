@@ -388,3 +388,33 @@ def test_m1_features_reports_active_dimensions_and_nearest_neighbours(tmp_path, 
     assert "1-NN on 100 labels" in capsys.readouterr().out
     x = torch.tensor([[0.0], [1.0], [10.0]])
     assert tool.knn_accuracy(x, torch.tensor([0, 1, 1]), torch.tensor([[0.2], [9.0]]), torch.tensor([0, 1]), 1, 2) == 1.0
+
+
+def test_bf16_comparison_table_is_computed_from_the_documents(tmp_path, capsys):
+    """`run.py table --bf16`: one column per document; the ratios and the GEMM floor (the bf16 step's
+    FLOPs at the bf16 ceiling of the same worker) recomputed by hand from two synthetic documents."""
+
+    def doc(f32, b16, ref, c32, c16, flops=4e9):
+        step = lambda provider, precision, ms: dict(  # noqa: E731
+            mode="train_step", provider=provider, precision=precision, B=256, status="ok", median_ms=ms,
+            flops=flops)
+        return {"results": [step("cpu", "fp32", f32), step("cpu", "bf16", b16), step("reference", "bf16", ref),
+                            dict(step("cpu", "fp32", 1.0), B=64)],
+                "ceilings": [dict(provider="cpu", precision="fp32", B=256, tflops=c32),
+                             dict(provider="cpu", precision="bf16", B=256, tflops=c16),
+                             dict(provider="reference", precision="bf16", B=256, tflops=99.0)]}
+
+    paths = []
+    for name, d in (("run-a", doc(60.0, 20.0, 50.0, 0.2, 1.0)), ("run-b", doc(45.0, 18.0, 27.0, 0.1, 0.5))):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(d))
+    assert cli.main(["table", "--bf16", *map(str, paths)]) == 0
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert rows["training step, B = 256"] == ["run-a", "run-b"]
+    assert rows["`cpu`, float32"] == ["60.0 ms", "45.0 ms"] and rows["`cpu`, bf16 (autocast)"] == ["20.0 ms", "18.0 ms"]
+    assert rows["bf16 speed-up of `cpu`"] == ["3.00x", "2.50x"]
+    assert rows["`cpu` against `reference`, both bf16"] == ["2.50x", "1.50x"]
+    assert rows["the step's GEMMs at that bf16 ceiling (the floor)"] == ["4.0 ms", "8.0 ms"]  # 4 GFLOP at 1 / 0.5
+    assert rows["`cpu` bf16 step over that floor"] == ["5.00x", "2.25x"]
+    assert rows["matmul ceiling, bf16 (TFLOP/s)"] == ["1.00", "0.50"]

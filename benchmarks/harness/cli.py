@@ -4,6 +4,7 @@
     python benchmarks/run.py --device cuda --sizes 100,128,1024,8192 --precisions tf32,fp32,bf16
     python benchmarks/run.py --fast                     # CI: few rounds, smallest size
     python benchmarks/run.py table benchmarks/results/*.json [--all] [--readme README.md]
+    python benchmarks/run.py table --bf16 benchmarks/results/cpu-bf16-2026-12-02-{e,f,g}.json
 
 Each (provider, B) runs in a fresh subprocess (`python benchmarks/run.py worker`, see `harness.grid`).
 The results go to `benchmarks/results/<device>-<date>.json` (hardware, versions, commit, precision, the
@@ -25,7 +26,7 @@ import torch
 
 from .config import BENCH_DIR, CUDAGRAPH_MODE, MODES, OP_VARIANTS, PROVIDERS, REPO_ROOT, TABLE_ORDER
 from .grid import run_grid, run_worker
-from .report import render_documents, render_tables, rewrite_readme
+from .report import render_bf16_comparison, render_documents, render_tables, rewrite_readme
 
 
 def _csv(kind):
@@ -52,7 +53,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.add_argument("--all", action="store_true", help="every mode (loss, ops), not only the step")
         parser.add_argument("--readme", nargs="?", const=str(REPO_ROOT / "README.md"), default=None,
                             help="rewrite the bench block of this README (default: the repository's)")
+        parser.add_argument("--bf16", action="store_true",
+                            help="the bf16 comparison instead: one column per file (cpu fp32 and bf16 steps, the "
+                                 "reference in bf16, the bf16 GEMM floor)")
         args = parser.parse_args(argv[1:])
+        if args.bf16:
+            if args.readme:
+                raise SystemExit("--bf16 prints its table; --readme rewrites the bench block only")
+            print(render_bf16_comparison(args.files))
+            return 0
         text = render_documents(args.files, all_modes=args.all)
         if args.readme:
             rewrite_readme(args.readme, text)

@@ -234,6 +234,57 @@ def render_documents(paths: Sequence[str | Path], all_modes: bool = False) -> st
     return "\n".join(render_tables(d, modes) for d in docs)
 
 
+def render_bf16_comparison(paths: Sequence[str | Path], provider: str = "cpu", B: Optional[int] = None) -> str:
+    """One column per results document (a run of the train_step grid with fp32 and bf16): `provider`'s step
+    in both precisions and its bf16 speed-up, the eager reference under the same bf16 autocast, and the
+    step's matmul FLOPs at the bf16 ceiling measured in `provider`'s own worker (the GEMM floor) with the
+    step over it. B: the batch size (default: the largest in every document)."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+
+    def step(doc, who, precision, size):
+        for r in doc["results"]:
+            if (r["mode"], r["provider"], r["precision"], r["B"], r["status"]) == (
+                    "train_step", who, precision, size, "ok"):
+                return r
+        return None
+
+    def ceiling(doc, precision, size):
+        for c in doc.get("ceilings", []):
+            if (c["provider"], c["precision"], c["B"]) == (provider, precision, size):
+                return c["tflops"]
+        return None
+
+    sizes = [B or max(r["B"] for r in d["results"] if r["mode"] == "train_step") for d in docs]
+    names = [Path(p).stem for p in paths]
+    rows = {k: [] for k in ("fp32", "bf16", "speedup", "ref", "vs_ref", "c32", "c16", "floor", "over")}
+    for doc, size in zip(docs, sizes):
+        f32, b16, ref = step(doc, provider, "fp32", size), step(doc, provider, "bf16", size), step(
+            doc, "reference", "bf16", size)
+        c32, c16 = ceiling(doc, "fp32", size), ceiling(doc, "bf16", size)
+        floor = b16["flops"] / (c16 * 1e12) * 1e3 if b16 and c16 else None
+        rows["fp32"].append(f"{f32['median_ms']:.1f} ms" if f32 else "–")
+        rows["bf16"].append(f"{b16['median_ms']:.1f} ms" if b16 else "–")
+        rows["speedup"].append(f"{f32['median_ms'] / b16['median_ms']:.2f}x" if f32 and b16 else "–")
+        rows["ref"].append(f"{ref['median_ms']:.1f} ms" if ref else "–")
+        rows["vs_ref"].append(f"{ref['median_ms'] / b16['median_ms']:.2f}x" if ref and b16 else "–")
+        rows["c32"].append(f"{c32:.2f}" if c32 else "–")
+        rows["c16"].append(f"{c16:.2f}" if c16 else "–")
+        rows["floor"].append(f"{floor:.1f} ms" if floor else "–")
+        rows["over"].append(f"{b16['median_ms'] / floor:.2f}x" if floor else "–")
+    labels = {
+        "fp32": f"`{provider}`, float32", "bf16": f"`{provider}`, bf16 (autocast)",
+        "speedup": f"bf16 speed-up of `{provider}`", "ref": "`reference`, bf16 (autocast)",
+        "vs_ref": f"`{provider}` against `reference`, both bf16",
+        "c32": "matmul ceiling, float32 (TFLOP/s)", "c16": "matmul ceiling, bf16 (TFLOP/s)",
+        "floor": "the step's GEMMs at that bf16 ceiling (the floor)", "over": f"`{provider}` bf16 step over that floor",
+    }
+    size_text = ", ".join(sorted({str(s) for s in sizes}))
+    out = [f"| training step, B = {size_text} | " + " | ".join(names) + " |",
+           "| --- |" + " ---: |" * len(names)]
+    out += [f"| {labels[k]} | " + " | ".join(v) + " |" for k, v in rows.items()]
+    return "\n".join(out)
+
+
 def rewrite_readme(path: str | Path, block: str) -> None:
     """Replace the text between BENCH_START and BENCH_END in `path` (markers kept, nothing else touched)."""
     path = Path(path)
