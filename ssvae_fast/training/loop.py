@@ -167,12 +167,8 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
 
     step, wall_before, best = 0, 0.0, {"step": 0, "val_accuracy": None}
     best_state, history = None, []
-    # --ema: a copy of the model holds the weights' moving average; it is what is evaluated and kept
-    ema = None if not cfg.ema else copy.deepcopy(model).requires_grad_(False)
     if start is not None:
         model.load_state_dict(start["model"])
-        if ema is not None:
-            ema.load_state_dict(checkpoint.evaluated_state(start))
         optimizer.load_state_dict(start["optimizer"])
         scheduler.load_state_dict(start["scheduler"])
         sampler.load_state_dict(start["sampler"])
@@ -183,6 +179,10 @@ def _run(config, split, *, out, stop_after, start: Optional[dict] = None) -> Tra
         if procs.is_main:
             history = _read_metrics(out, up_to=step)
     procs.broadcast_(list(model.state_dict().values()))
+    # --ema: a copy of the model holds the weights' moving average; it is what is evaluated and kept
+    ema = None if not cfg.ema else copy.deepcopy(model).requires_grad_(False)
+    if ema is not None and start is not None:
+        ema.load_state_dict(checkpoint.evaluated_state(start))
 
     metrics_path = None if out is None or not procs.is_main else os.path.join(out, METRICS_FILE)
     if metrics_path is not None:
