@@ -112,9 +112,9 @@ def snapshot(*, config: dict, model, optimizer, scheduler, sampler, generator, s
              wall_s: float, ema=None) -> dict:
     """The checkpoint dict of a run at `step` (tensors are the live ones: save it before training on);
     `ema`: the moving-average model of a run with `--ema`."""
-    return {"ema": None if ema is None else ema.state_dict(),
+    return {
         "format": FORMAT, "config": config, "model_config": model.config, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "rng": rng_states(generator), "sampler": sampler.state_dict(), "step": int(step),
-        "best": dict(best), "wall_s": float(wall_s),
+        "best": dict(best), "wall_s": float(wall_s), "ema": None if ema is None else ema.state_dict(),
     }
