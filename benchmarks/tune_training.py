@@ -82,6 +82,8 @@ CANDIDATES = {
         "m1m2-shift3": {"model": "m1m2", "shift": 3},
         "m1m2-shift2-a400": {"model": "m1m2", "shift": 2, "alpha": 400.0},
         "m1m2-ema999": {"model": "m1m2", "ema": 0.999},
+        "m1m2-z8": {"model": "m1m2", "z_dim": 8},
+        "m1m2-z20": {"model": "m1m2", "z_dim": 20},
         "b100-a8": {"steps": 6000, "batch_size": 100},
         "b100-a50": {"steps": 6000, "batch_size": 100, "alpha": 50.0},
         "b100-a200": {"steps": 6000, "batch_size": 100, "alpha": 200.0},

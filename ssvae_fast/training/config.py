@@ -39,9 +39,9 @@ MODEL_DEFAULTS = {
     # Dynamic binarization led the digits M1+M2 sweeps (README "Choosing the defaults").
     ("digits", "m1m2"): dict(binarize="dynamic"),
     # M1 of 500 hidden units, 20 latent dimensions and 5,000 steps of KL warm-up (every latent dimension
-    # stays active), q(y|x) a CNN on the images, which it reads shifted by up to 2 pixels in training:
-    # draws 100-102, README "Choosing the defaults".
-    ("mnist", "m1m2"): dict(classifier="conv", m1_hidden=(500,), m1_z_dim=20, m1_warmup=5000, shift=2),
+    # stays active), q(y|x) a CNN on the images, which it reads shifted by up to 2 pixels in training,
+    # M2's latent of 20 dimensions on M1's features: draws 100-102, README "Choosing the defaults".
+    ("mnist", "m1m2"): dict(classifier="conv", m1_hidden=(500,), m1_z_dim=20, m1_warmup=5000, shift=2, z_dim=20),
 }
 
 MODELS = ("m2", "m1", "m1m2")
