@@ -7,9 +7,12 @@ iteration tool for the `cpu` backend (the reported benchmarks are `python benchm
     python benchmarks/profile_cpu_step.py --memory                # + peak memory, one subprocess each
     python benchmarks/profile_cpu_step.py --providers cpu,cpu:store-chunk=256,cpu:recompute,gemm
     python benchmarks/profile_cpu_step.py --ops                   # the Bernoulli op's variants alone
+    python benchmarks/profile_cpu_step.py --layouts --precision bf16  # weight-gradient operand layouts
     python benchmarks/profile_cpu_step.py --profile cpu           # torch.profiler table of one provider
+    python benchmarks/profile_cpu_step.py --precision bf16 --providers reference,cpu,gemm --profile cpu
 
-Step: zero_grad, loss (reduction="mean"), backward, torch.optim.Adam(lr=1e-3).step(), float32, on the
+Step: zero_grad, loss (reduction="mean"), backward, torch.optim.Adam(lr=1e-3).step(), float32 (or, with
+`--precision bf16`, the loss under torch.autocast("cpu", dtype=torch.bfloat16) and bf16 GEMMs for `gemm`), on the
 MNIST-sized M2 of benchmarks/harness (D=784, C=10, H=500, z=50, one softplus hidden layer per network,
 B=256 = 26 labelled + 230 unlabelled, binarized x, explicit noise; 4 rotating batches).
 
@@ -54,6 +57,13 @@ from ssvae_fast import M2  # noqa: E402
 
 D, C, H, Z = 784, 10, 500, 50
 ALPHA = 0.1 * 60000 / 100
+PRECISION = "fp32"  # or "bf16" (--precision)
+
+
+def _autocast():
+    if PRECISION == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def make_case(B: int = 256, labelled_fraction: float = 0.1, seed: int = 0, n_batches: int = 4):
@@ -91,7 +101,8 @@ class TrainStep:
         m = self.model
 
         def loss(x_l, y_l, x_u, eps_l, eps_u):
-            return m.loss(x_l, y_l, x_u, alpha=ALPHA, eps_l=eps_l, eps_u=eps_u)
+            with _autocast():
+                return m.loss(x_l, y_l, x_u, alpha=ALPHA, eps_l=eps_l, eps_u=eps_u)
 
         self.loss = torch.compile(loss, dynamic=False) if name == "reference-compile" else loss
         self.optimizer = torch.optim.Adam(m.parameters(), lr=1e-3, fused=True)
@@ -135,7 +146,8 @@ class GemmOnly:
     def __init__(self, B: int = 256, n_l: int = 26):
         n_u = B - n_l
         R = n_l + n_u * C
-        r = lambda *s: torch.randn(*s) * 0.05  # noqa: E731
+        dtype = torch.bfloat16 if PRECISION == "bf16" else torch.float32
+        r = lambda *s: (torch.randn(*s) * 0.05).to(dtype)  # noqa: E731
         self.x = r(B, D)
         self.w = {  # (out, in) like nn.Linear
             "c1": r(H, D), "c2": r(C, H), "ex": r(H, D), "eh": r(2 * Z, H), "dz": r(H, Z), "do": r(D, H),
@@ -145,13 +157,14 @@ class GemmOnly:
         self.out = {}
         forward = [("c1", self.x), ("c2", self.act["c1"]), ("ex", self.x), ("eh", self.act["eh"]),
                    ("dz", self.act["dz"]), ("do", self.act["do"])]
-        self.forward = [(inp, self.w[k], torch.empty(inp.shape[0], self.w[k].shape[0])) for k, inp in forward]
+        self.forward = [(inp, self.w[k], torch.empty(inp.shape[0], self.w[k].shape[0], dtype=dtype))
+                        for k, inp in forward]
         # backward: dW = dY^T X for every layer; dX = dY W except where X is the data x.
         self.weight_grads = []
         for k, inp in forward:
             self.weight_grads.append((self.grad[k], inp, torch.empty_like(self.w[k])))
         self.input_grads = [
-            (self.grad[k], self.w[k], torch.empty(self.grad[k].shape[0], self.w[k].shape[1]))
+            (self.grad[k], self.w[k], torch.empty(self.grad[k].shape[0], self.w[k].shape[1], dtype=dtype))
             for k in ("c2", "eh", "dz", "do")
         ]
 
@@ -327,6 +340,45 @@ def op_variants(rounds: int) -> None:
         print(f"{k:<48} {statistics.median(samples[k]) * 1e3:>10.2f} {min(samples[k]) * 1e3:>9.2f}")
 
 
+def weight_grad_layouts(rounds: int) -> None:
+    """dW = dY^T X over the step's R = 2,326 rows (the decoder's output layer, N = 784; the encoder's head,
+    N = 100; the decoder's z layer, dY the hidden pre-activation, X = z of 50) in the --precision dtype: the
+    product as autograd forms it (dY^T and X read row-major), the same product with the operands swapped
+    (a transposed result, no copy), from transposed copies made beforehand (what a kernel that wrote them
+    for free would give) and with torch's copy timed inside; the same-size forward GEMM for scale."""
+    dtype = torch.bfloat16 if PRECISION == "bf16" else torch.float32
+    R = 26 + 230 * C
+    g = torch.Generator().manual_seed(0)
+    cases = {"decoder out": (D, H), "encoder head": (2 * Z, H), "decoder z": (H, Z)}
+    print(f"# dW = dY^T X, R={R} rows, {PRECISION}, {torch.get_num_threads()} threads; median / min ms")
+    for case, (N, K) in cases.items():
+        dy = torch.randn(R, N, generator=g).to(dtype)
+        x = torch.randn(R, K, generator=g).to(dtype)
+        w = torch.randn(N, K, generator=g).to(dtype)
+        dyT, xT = dy.t().contiguous(), x.t().contiguous()
+        variants = {
+            "forward x W^T (same FLOPs)": lambda: torch.mm(x, w.t()),
+            "dY^T X (row-major, autograd)": lambda: torch.mm(dy.t(), x),
+            "(X^T dY)^T": lambda: torch.mm(x.t(), dy),
+            "dYT X, dYT made beforehand": lambda: torch.mm(dyT, x),
+            "(XT dY)^T, XT made beforehand": lambda: torch.mm(xT, dy),
+            "(X.t().contiguous() dY)^T": lambda: torch.mm(x.t().contiguous(), dy),
+            "dY.t().contiguous() alone": lambda: dy.t().contiguous(),
+        }
+        samples = {k: [] for k in variants}
+        for fn in variants.values():
+            fn(), fn()
+        names = list(variants)
+        for i in range(rounds):
+            for k in names[i % len(names):] + names[: i % len(names)]:
+                t0 = time.perf_counter()
+                variants[k]()
+                samples[k].append(time.perf_counter() - t0)
+        print(f"{case}: dY ({R}, {N}), X ({R}, {K})")
+        for k in names:
+            print(f"  {k:<36} {statistics.median(samples[k]) * 1e3:>8.3f} {min(samples[k]) * 1e3:>8.3f}")
+
+
 def profile(provider: str, steps: int = 10) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
@@ -334,10 +386,12 @@ def profile(provider: str, steps: int = 10) -> None:
     step = build(provider, model, batches)
     for _ in range(3):
         step()
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+    with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
             step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
+    table = prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=40, max_shapes_column_width=70)
+    print(table)
 
 
 def main(argv=None) -> int:
@@ -348,8 +402,14 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (subprocesses)")
     parser.add_argument("--profile", metavar="PROVIDER", help="print a torch.profiler table and exit")
     parser.add_argument("--ops", action="store_true", help="time the Bernoulli op's variants and exit")
+    parser.add_argument("--layouts", action="store_true",
+                        help="time the weight-gradient GEMMs' operand layouts (--precision) and exit")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: the loss under CPU autocast to bfloat16, bf16 GEMMs for `gemm`")
     parser.add_argument("--memory-worker", metavar="PROVIDER", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global PRECISION
+    PRECISION = args.precision
     if args.memory_worker:
         rss = peak_memory_bytes(args.memory_worker)
         print(json.dumps({"peak_bytes": rss, "allocator_peak_bytes": allocator_peak_bytes(args.memory_worker)}))
@@ -357,11 +417,14 @@ def main(argv=None) -> int:
     if args.ops:
         op_variants(args.rounds)
         return 0
+    if args.layouts:
+        weight_grad_layouts(args.rounds)
+        return 0
     if args.profile:
         profile(args.profile)
         return 0
     providers = [p for p in args.providers.split(",") if p]
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, float32, B=256 (26 + 230)")
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {PRECISION}, B=256 (26 + 230)")
     samples = time_providers(providers, args.rounds, args.warmup)
     med = {p: statistics.median(v) * 1e3 for p, v in samples.items()}
     print(f"{'provider':<22} {'median ms':>10} {'min ms':>9}")
@@ -380,7 +443,8 @@ def main(argv=None) -> int:
             if p == "gemm":
                 continue
             out = subprocess.run(
-                [sys.executable, __file__, "--memory-worker", p], capture_output=True, text=True, check=True
+                [sys.executable, __file__, "--memory-worker", p, "--precision", PRECISION], capture_output=True,
+                text=True, check=True,
             )
             record = json.loads(out.stdout.strip().splitlines()[-1])
             peaks[p] = (record["peak_bytes"], record["allocator_peak_bytes"])

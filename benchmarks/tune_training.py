@@ -60,6 +60,9 @@ CANDIDATES = {
         "conv": {"classifier": "conv"},
         "m1m2-conv": {"model": "m1m2", "classifier": "conv"},
         "m1m2-conv-m1w1000": {"model": "m1m2", "classifier": "conv", "m1_warmup": 1000},
+        "m1m2-conv-shift1": {"model": "m1m2", "classifier": "conv", "shift": 1},
+        "m1m2-conv-shift1-static": {"model": "m1m2", "classifier": "conv", "shift": 1, "binarize": "none"},
+        "m1m2-conv-shift2": {"model": "m1m2", "classifier": "conv", "shift": 2},
     },
     "mnist": {
         "base": {},

@@ -295,7 +295,8 @@ def test_pyro_m2_matches_the_m2_objective_in_expectation():
 
 def test_profile_cpu_step_runs_every_mode(capsys):
     """benchmarks/profile_cpu_step.py (the cpu backend's iteration tool) still drives the ops it names:
-    one round of the step providers, its options and the Bernoulli op's variants."""
+    one round of the step providers (float32 and bf16), its options, the Bernoulli op's variants and the
+    weight-gradient layouts."""
     from ssvae_fast import _ext
 
     if not _ext.HAS_EXT:
@@ -310,6 +311,10 @@ def test_profile_cpu_step_runs_every_mode(capsys):
     assert "cpu / gemm" in capsys.readouterr().out
     assert tool.main(["--ops", "--rounds", "1"]) == 0
     assert "fwd + bwd custom ops, no autograd" in capsys.readouterr().out
+    assert tool.main(["--precision", "bf16", "--providers", "cpu,gemm", "--rounds", "1", "--warmup", "1"]) == 0
+    assert "bf16, B=256" in capsys.readouterr().out
+    assert tool.main(["--precision", "bf16", "--layouts", "--rounds", "1"]) == 0
+    assert "(XT dY)^T, XT made beforehand" in capsys.readouterr().out
 
 
 def test_gpu_session_script_runs_its_stages_in_order(tmp_path):
