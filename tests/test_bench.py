@@ -317,6 +317,23 @@ def test_profile_cpu_step_runs_every_mode(capsys):
     assert "(XT dY)^T, XT made beforehand" in capsys.readouterr().out
 
 
+def test_conv_classifier_benchmark_runs(tmp_path, capsys):
+    """benchmarks/conv_classifier.py times both forms of the classifier and writes its JSON."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("conv_classifier", REPO_ROOT / "benchmarks" / "conv_classifier.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "conv.json"
+    assert tool.main(["--batch", "4", "--rounds", "1", "--warmup", "1", "--json", str(out)]) == 0
+    assert "training: textbook / forward" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert set(doc["ratio_of_medians"]) == {"training", "evaluation"} and len(doc["median_ms"]) == 4
+    with pytest.raises(SystemExit):
+        tool.main(["--rounds", "0"])
+
+
 def test_gpu_session_script_runs_its_stages_in_order(tmp_path):
     """benchmarks/gpu_session.sh wiring, with python3 and nvidia-smi replaced by recorders (no GPU needed)."""
     import os

@@ -285,6 +285,31 @@ def test_conv_classifier_composes_with_the_fused_objective(backend):
         M2(50, 4, 3, classifier="conv")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_conv_classifier_equals_its_textbook_form(dtype):
+    """ConvClassifier.forward (channels-last feature maps on the CPU, pooling before the ReLU) is the textbook
+    NCHW convolution -> ReLU -> pooling, in values and in every parameter's and the input's gradient, within
+    the rounding of a different summation order; a state dict of either layer order loads into it."""
+    from ssvae_fast.networks import ConvClassifier
+
+    torch.manual_seed(0)
+    model = ConvClassifier(784, 10).to(dtype)
+    x = torch.randn(12, 784, dtype=dtype).requires_grad_(True)
+    out = model(x)
+    expected = model.forward_textbook(x)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, expected, **tol)
+    upstream = torch.randn_like(out)
+    params = [x] + list(model.parameters())
+    for a, e in zip(torch.autograd.grad(out, params, upstream), torch.autograd.grad(expected, params, upstream)):
+        torch.testing.assert_close(a, e, **tol)
+    assert all(p.is_contiguous() for p in model.parameters())  # the layout is the forward's, not the weights'
+    assert [k for k in model.state_dict() if k.startswith("features.")] == [
+        "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias"]
+    with torch.no_grad():  # eval mode and no_grad take the same path
+        torch.testing.assert_close(model.eval()(x), expected, **tol)
+
+
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_m2_bounds_in_nats(likelihood):
     """M2.log_likelihood(x, K) is log sum_y p(y) (1/K) sum_k p(x|y,z_k) p(z_k) / q(z_k|x,y) over explicit draws
