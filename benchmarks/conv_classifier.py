@@ -19,13 +19,14 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.measure import time_interleaved  # noqa: E402
 from ssvae_fast.networks import ConvClassifier  # noqa: E402
 
 
@@ -65,15 +66,7 @@ def main(argv=None) -> int:
     x = torch.rand(args.batch, 784)
     calls = variants(model, x)
     names = list(calls)
-    for fn in calls.values():
-        for _ in range(args.warmup):
-            fn()
-    samples = {k: [] for k in names}
-    for i in range(args.rounds):
-        for k in names[i % len(names):] + names[: i % len(names)]:
-            t0 = time.perf_counter()
-            calls[k]()
-            samples[k].append(time.perf_counter() - t0)
+    samples = time_interleaved(calls, args.rounds, args.warmup)
     median = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     print(f"# ConvClassifier(784, 10), B={args.batch}, float32, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median / min ms over {args.rounds} rounds")

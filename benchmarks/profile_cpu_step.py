@@ -52,7 +52,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.measure import time_interleaved  # noqa: E402
 from ssvae_fast import M2  # noqa: E402
 
 D, C, H, Z = 784, 10, 500, 50
@@ -189,14 +191,7 @@ def time_providers(providers, rounds: int, warmup: int) -> dict:
         for _ in range(warmup):
             step()
         print(f"# warm-up {p}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    samples = {p: [] for p in providers}
-    for i in range(rounds):
-        order = providers[i % len(providers):] + providers[: i % len(providers)]
-        for p in order:
-            t0 = time.perf_counter()
-            steps[p]()
-            samples[p].append(time.perf_counter() - t0)
-    return samples
+    return time_interleaved(steps, rounds, warmup=0)
 
 
 # ---- peak memory (fresh process per provider) -----------------------------------------------------------
@@ -325,26 +320,11 @@ def op_variants(rounds: int) -> None:
     variants["forward + backward, logits recomputed"] = forward_backward(True)
     variants["fwd + bwd custom ops, no autograd"] = forward_backward_ops
     variants["fwd op + the backward in torch ops"] = forward_backward_dl_formed
-    names, samples = _time_rotated(variants, rounds)
+    names, samples = list(variants), time_interleaved(variants, rounds)
     print(f"# bernoulli_loglik_linear_cpu, N={N} C={C_} H={H_} D={D_}, float32, {torch.get_num_threads()} threads")
     print(f"{'variant':<48} {'median ms':>10} {'min ms':>9}")
     for k in names:
         print(f"{k:<48} {statistics.median(samples[k]) * 1e3:>10.2f} {min(samples[k]) * 1e3:>9.2f}")
-
-
-def _time_rotated(variants: dict, rounds: int):
-    """(names, samples): two warm-up calls each, then `rounds` rounds calling every variant once in a rotated
-    order; samples[name] holds the seconds of each call."""
-    samples = {k: [] for k in variants}
-    for fn in variants.values():
-        fn(), fn()
-    names = list(variants)
-    for i in range(rounds):
-        for k in names[i % len(names):] + names[: i % len(names)]:
-            t0 = time.perf_counter()
-            variants[k]()
-            samples[k].append(time.perf_counter() - t0)
-    return names, samples
 
 
 def weight_grad_layouts(rounds: int) -> None:
@@ -372,7 +352,7 @@ def weight_grad_layouts(rounds: int) -> None:
             "(X.t().contiguous() dY)^T": lambda: torch.mm(x.t().contiguous(), dy),
             "dY.t().contiguous() alone": lambda: dy.t().contiguous(),
         }
-        names, samples = _time_rotated(variants, rounds)
+        names, samples = list(variants), time_interleaved(variants, rounds)
         print(f"{case}: dY ({R}, {N}), X ({R}, {K})")
         for k in names:
             print(f"  {k:<36} {statistics.median(samples[k]) * 1e3:>8.3f} {min(samples[k]) * 1e3:>8.3f}")

@@ -289,7 +289,8 @@ def test_conv_classifier_composes_with_the_fused_objective(backend):
 def test_conv_classifier_equals_its_textbook_form(dtype):
     """ConvClassifier.forward (channels-last feature maps on the CPU, pooling before the ReLU) is the textbook
     NCHW convolution -> ReLU -> pooling, in values and in every parameter's and the input's gradient, within
-    the rounding of a different summation order; a state dict of either layer order loads into it."""
+    the rounding of a different summation order; the parameters keep their layout and their state-dict names
+    (the convolutions at features.0 and features.3, as in the conv -> ReLU -> pool order)."""
     from ssvae_fast.networks import ConvClassifier
 
     torch.manual_seed(0)

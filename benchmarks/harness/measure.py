@@ -1,4 +1,4 @@
-"""Timing (`time_callable`, `summarize`), the matmul ceiling, the float32 matmul precision and peak memory."""
+"""Timing (`time_callable`, `summarize`, `time_interleaved`), the matmul ceiling, the float32 matmul precision and peak memory."""
 
 from __future__ import annotations
 
@@ -32,6 +32,23 @@ def matmul_precision(precision: str):
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
 
+
+
+def time_interleaved(calls: dict, rounds: int, warmup: int = 2) -> dict:
+    """{name: [seconds of each call]}: `warmup` untimed calls of each, then `rounds` rounds calling every
+    one once, in an order rotated by one each round, so that every call meets the same background load on
+    a shared machine. CPU timing (time.perf_counter around the call; no device synchronization)."""
+    names = list(calls)
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    samples = {k: [] for k in names}
+    for i in range(rounds):
+        for k in names[i % len(names):] + names[: i % len(names)]:
+            t0 = time.perf_counter()
+            calls[k]()
+            samples[k].append(time.perf_counter() - t0)
+    return samples
 
 
 def _sync(device: torch.device) -> None:
